@@ -1,0 +1,245 @@
+"""`keras_embed.Embedding`: a drop-in `keras.layers.Embedding`."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import constraints
+from keras import initializers
+from keras import ops
+from keras import regularizers
+
+from keras_embed import input_length as input_length_rules
+
+
+@keras.saving.register_keras_serializable(package="keras_embed")
+class Embedding(keras.layers.Layer):
+    """Turns nonnegative integers (indexes) into dense vectors of fixed size.
+
+    e.g. `[[4], [20]] -> [[0.25, 0.1], [0.6, -0.2]]`
+
+    A drop-in replacement for `keras.layers.Embedding`: the same arguments,
+    weights and outputs, plus Keras 2's `input_length`.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from keras_embed import Embedding
+    >>> model = keras.Sequential([Embedding(1000, 64, input_length=10)])
+    >>> model.output_shape
+    (None, 10, 64)
+    >>> model.predict(np.random.randint(1000, size=(32, 10)), verbose=0).shape
+    (32, 10, 64)
+
+    Args:
+        input_dim: Integer. Size of the vocabulary, i.e. maximum integer
+            index + 1.
+        output_dim: Integer. Dimension of the dense embedding.
+        embeddings_initializer: Initializer for the `embeddings` matrix (see
+            `keras.initializers`).
+        embeddings_regularizer: Regularizer function applied to the
+            `embeddings` matrix (see `keras.regularizers`).
+        embeddings_constraint: Constraint function applied to the
+            `embeddings` matrix (see `keras.constraints`).
+        mask_zero: Boolean, whether the input value 0 is a special "padding"
+            value that should be masked out. If `True`, index 0 cannot be
+            used in the vocabulary (`input_dim` should equal the size of the
+            vocabulary + 1), and every later layer must support masking.
+        weights: Optional floating-point matrix of shape
+            `(input_dim, output_dim)`: the initial embeddings.
+        lora_rank: Optional integer: the rank of a LoRA (Low-Rank
+            Adaptation) delta over a frozen table.
+        lora_alpha: Optional integer: the LoRA delta is scaled by
+            `lora_alpha / lora_rank`. Defaults to `lora_rank`.
+        quantization_config: Optional `keras.quantizers.QuantizationConfig`.
+        input_length: Keras 2's length of input sequences: an integer, or a
+            tuple with one entry (integer or `None`) per non-batch axis for
+            inputs of rank > 2. Unknown input dims take their length from it;
+            known dims must agree with it. As the first layer of a
+            `keras.Sequential`, the layer gives the model an integer input of
+            shape `(None, *input_length)` (`(None, None)` without it), and
+            the model is built at once.
+        **kwargs: Base layer arguments: `name`, `dtype`, `trainable`,
+            `activity_regularizer`.
+
+    Attributes:
+        embeddings: the table, a float variable of shape
+            `(input_dim, output_dim)`, in the policy's variable dtype.
+        input_length: the `input_length` given, or `None`.
+
+    Input shape:
+        `(*)`: integer ids in `[0, input_dim)` of any shape, usually
+        `(batch_size, sequence_length)`. Floats holding whole numbers are
+        accepted and converted, as in stock Keras.
+
+    Output shape:
+        `(*, output_dim)`, in the policy's compute dtype, where `*` is the
+        input shape with unknown dims filled in from `input_length`.
+    """
+
+    def __init__(
+        self,
+        input_dim,
+        output_dim,
+        embeddings_initializer="uniform",
+        embeddings_regularizer=None,
+        embeddings_constraint=None,
+        mask_zero=False,
+        weights=None,
+        lora_rank=None,
+        lora_alpha=None,
+        quantization_config=None,
+        input_length=None,
+        **kwargs,
+    ):
+        for arg, value in (("input_dim", input_dim), ("output_dim", output_dim)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(
+                    f"`{arg}` must be a positive integer. "
+                    f"Received: {arg}={value!r} (of type {type(value).__name__})."
+                )
+        # Keras 2 spelled the input shape `batch_input_shape` (with the batch
+        # dim) or `input_shape` (without); we take both, with no warning.
+        batch_input_shape = kwargs.pop("batch_input_shape", None)
+        input_shape = kwargs.pop("input_shape", None)
+        super().__init__(**kwargs)
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
+        self.embeddings_constraint = constraints.get(embeddings_constraint)
+        self.mask_zero = mask_zero
+        self.supports_masking = mask_zero
+        self.autocast = False
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha if lora_alpha is not None else lora_rank
+        self.quantization_config = quantization_config
+        self.input_length = input_length_rules.standardize(input_length)
+        if batch_input_shape is not None:
+            self._batch_input_shape = tuple(batch_input_shape)
+        elif input_shape is not None:
+            self._batch_input_shape = (None, *input_shape)
+        else:
+            self._batch_input_shape = input_length_rules.batch_shape(
+                self.input_length
+            )
+        if weights is not None:
+            self._set_initial_weights(weights)
+
+    def _set_initial_weights(self, weights):
+        if isinstance(weights, (list, tuple)) and len(weights) == 1:
+            weights = weights[0]
+        weights = np.asarray(weights)
+        expected = (self.input_dim, self.output_dim)
+        if weights.shape != expected:
+            raise ValueError(
+                f"Embedding layer '{self.name}': `weights` must have shape "
+                f"(input_dim, output_dim) = {expected}. "
+                f"Received: weights of shape {weights.shape}."
+            )
+        self.build()
+        self.embeddings.assign(weights)
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        self._embeddings = self.add_weight(
+            shape=(self.input_dim, self.output_dim),
+            initializer=self.embeddings_initializer,
+            name="embeddings",
+            regularizer=self.embeddings_regularizer,
+            constraint=self.embeddings_constraint,
+            trainable=True,
+        )
+        self.built = True
+
+    @property
+    def embeddings(self):
+        if not self.built:
+            raise AttributeError(
+                f"Embedding layer '{self.name}' is not built yet: call it on "
+                "some ids or call `layer.build()` before reading `embeddings`."
+            )
+        return self._embeddings
+
+    def call(self, inputs):
+        ids = input_length_rules.ensure(inputs, self.input_length, self.name)
+        if isinstance(ids, tf.SparseTensor):
+            # Positions the sparse tensor leaves out look up row 0, as stock.
+            ids = tf.sparse.to_dense(ids)
+        if ids.dtype not in (tf.int32, tf.int64):
+            ids = tf.cast(ids, tf.int64)
+        outputs = tf.gather(self.embeddings, ids)
+        return ops.cast(outputs, self.compute_dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        if not self.mask_zero:
+            return None
+        return ops.not_equal(inputs, 0)
+
+    def compute_output_shape(self, input_shape):
+        shape = input_length_rules.resolve(
+            input_shape, self.input_length, self.name
+        )
+        return (*shape, self.output_dim)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(
+            self.compute_output_shape(inputs.shape),
+            dtype=self.compute_dtype,
+            ragged=getattr(inputs, "ragged", False),
+        )
+
+    def _keras2_input_layer(self):
+        """The integer input Keras 2 gave a `Sequential` led by this layer."""
+        ids_dtype = "int32" if self.input_dim <= np.iinfo(np.int32).max else "int64"
+        return keras.layers.InputLayer(
+            batch_shape=self._batch_input_shape, dtype=ids_dtype
+        )
+
+    def get_config(self):
+        config = {
+            **super().get_config(),
+            "input_dim": self.input_dim,
+            "output_dim": self.output_dim,
+            "embeddings_initializer": initializers.serialize(
+                self.embeddings_initializer
+            ),
+            "embeddings_regularizer": regularizers.serialize(
+                self.embeddings_regularizer
+            ),
+            "activity_regularizer": regularizers.serialize(
+                self.activity_regularizer
+            ),
+            "embeddings_constraint": constraints.serialize(
+                self.embeddings_constraint
+            ),
+            "mask_zero": self.mask_zero,
+            "quantization_config": keras.saving.serialize_keras_object(
+                self.quantization_config
+            ),
+            "input_length": self.input_length,
+        }
+        if self.lora_rank:
+            config["lora_rank"] = self.lora_rank
+            config["lora_alpha"] = self.lora_alpha
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        """Builds the layer from a Keras 3 config, ours, or a Keras 2 one."""
+        config = dict(config)
+        config["quantization_config"] = keras.saving.deserialize_keras_object(
+            config.get("quantization_config")
+        )
+        return super().from_config(config)
+
+    def __repr__(self):
+        sizes = f"{self.input_dim}, {self.output_dim}"
+        if self.mask_zero:
+            sizes += ", mask_zero=True"
+        if self.input_length is not None:
+            sizes += f", input_length={self.input_length!r}"
+        return f"<Embedding name={self.name}, {sizes}>"
+
+
+input_length_rules.install_sequential_input(Embedding)
