@@ -114,9 +114,12 @@ class Embedding(keras.layers.Layer):
         self.lora_alpha = lora_alpha if lora_alpha is not None else lora_rank
         self.quantization_config = quantization_config
         self.input_length = input_length_rules.standardize(input_length)
-        if batch_input_shape is not None:
+        # The input a Sequential led by this layer gets. Keras 2 derived its
+        # shapes from `input_length` (and wrote `[None, [3, 4]]` for tuples),
+        # so `input_length` wins.
+        if self.input_length is None and batch_input_shape is not None:
             self._batch_input_shape = tuple(batch_input_shape)
-        elif input_shape is not None:
+        elif self.input_length is None and input_shape is not None:
             self._batch_input_shape = (None, *input_shape)
         else:
             self._batch_input_shape = input_length_rules.batch_shape(
@@ -191,9 +194,8 @@ class Embedding(keras.layers.Layer):
 
     def _keras2_input_layer(self):
         """The integer input Keras 2 gave a `Sequential` led by this layer."""
-        ids_dtype = "int32" if self.input_dim <= np.iinfo(np.int32).max else "int64"
         return keras.layers.InputLayer(
-            batch_shape=self._batch_input_shape, dtype=ids_dtype
+            batch_shape=self._batch_input_shape, dtype="int32"
         )
 
     def get_config(self):
@@ -228,6 +230,10 @@ class Embedding(keras.layers.Layer):
     def from_config(cls, config):
         """Builds the layer from a Keras 3 config, ours, or a Keras 2 one."""
         config = dict(config)
+        if "input_shape" in config:
+            # Keras 3's legacy loader renames Keras 2's `batch_input_shape`
+            # (batch dim included) to `input_shape`; no config of ours has it.
+            config["batch_input_shape"] = config.pop("input_shape")
         config["quantization_config"] = keras.saving.deserialize_keras_object(
             config.get("quantization_config")
         )

@@ -1,0 +1,41 @@
+"""Shared fixtures."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import keras_embed  # noqa: E402
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+@pytest.fixture
+def policy():
+    """Sets a global dtype policy for one test, then restores float32."""
+
+    def set_policy(name):
+        keras.config.set_dtype_policy(name)
+
+    yield set_policy
+    keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def layer_pair(input_dim, output_dim, rng, **kwargs):
+    """Our layer and stock's, built, sharing one random table."""
+    ours = keras_embed.Embedding(input_dim, output_dim, **kwargs)
+    stock = keras.layers.Embedding(input_dim, output_dim, **kwargs)
+    ours.build()
+    stock.build()
+    table = rng.normal(size=(input_dim, output_dim)).astype("float32")
+    ours.embeddings.assign(table)
+    stock.embeddings.assign(table)
+    return ours, stock
