@@ -9,6 +9,7 @@ from keras import ops
 from keras import regularizers
 
 from keras_embed import input_length as input_length_rules
+from keras_embed.ids import checked as checked_ids
 
 
 @keras.saving.register_keras_serializable(package="keras_embed")
@@ -166,11 +167,10 @@ class Embedding(keras.layers.Layer):
 
     def call(self, inputs):
         ids = input_length_rules.ensure(inputs, self.input_length, self.name)
+        ids = checked_ids(ids, self.input_dim, self.name)
         if isinstance(ids, tf.SparseTensor):
             # Positions the sparse tensor leaves out look up row 0, as stock.
             ids = tf.sparse.to_dense(ids)
-        if ids.dtype not in (tf.int32, tf.int64):
-            ids = tf.cast(ids, tf.int64)
         outputs = tf.gather(self.embeddings, ids)
         return ops.cast(outputs, self.compute_dtype)
 

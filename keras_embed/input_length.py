@@ -16,6 +16,8 @@ import numbers
 import keras
 import tensorflow as tf
 
+from keras_embed.ids import complete_error
+
 
 def standardize(input_length):
     """Checks an `input_length` argument; returns it as an int, tuple or None.
@@ -80,21 +82,21 @@ def resolve(input_shape, input_length, layer_name):
         return input_shape
     expected = lengths(input_length)
     if len(input_shape) != len(expected) + 1:
-        raise ValueError(
+        raise complete_error(ValueError(
             f"Embedding layer '{layer_name}' has input_length={input_length!r}, "
             f"which describes inputs of rank {len(expected) + 1} "
             f"(batch, {', '.join(map(str, expected))}), but received an input "
             f"of shape {input_shape} (rank {len(input_shape)})."
-        )
+        ))
     dims = []
     for axis, (want, got) in enumerate(zip(expected, input_shape[1:]), 1):
         if want is not None and got is not None and want != got:
-            raise ValueError(
+            raise complete_error(ValueError(
                 f"Embedding layer '{layer_name}' has "
                 f"input_length={input_length!r}, but received an input of "
                 f"shape {input_shape}: axis {axis} has length {got}, "
                 f"expected {want}."
-            )
+            ))
         dims.append(want if got is None else got)
     return (input_shape[0], *dims)
 
