@@ -1,0 +1,7 @@
+"""`python -m keras_embed`: the `keras-embed` command line."""
+
+import sys
+
+from keras_embed.cli import main
+
+sys.exit(main())
