@@ -1,0 +1,308 @@
+"""Training under `tf.distribute`, run in child processes by test_distributed.py.
+
+A process can split its CPU into logical devices only before TensorFlow
+initializes them, which a pytest process has long done; so the distributed
+runs happen here, in fresh processes, and write what they found to an `.npz`
+file. The test imports the same functions to make the single-device runs it
+compares them with.
+
+    python tests/distributed_worker.py mirrored OUT_DIR
+    TF_CONFIG='{...}' python tests/distributed_worker.py multi_worker OUT_FILE
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_embed  # noqa: E402
+
+VOCABULARY = 40
+DIM = 4
+LENGTH = 3
+GLOBAL_BATCH = 8
+EXAMPLES = 32  # 4 steps an epoch
+EPOCHS = 2
+OPTIMIZERS = ("sgd", "adam", "lazy_adam")
+
+
+def make_optimizer(name):
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=0.1)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=0.01)
+    if name == "lazy_adam":
+        from keras_embed.optimizers import LazyAdam
+
+        return LazyAdam(learning_rate=0.01)
+    raise ValueError(f"Unknown optimizer name: {name!r}.")
+
+
+def training_data():
+    """Ids drawn from the first 12 of 40 rows: every batch repeats ids, within
+    each replica's half and across the halves; 28 rows are never looked up."""
+    rng = np.random.default_rng(7)
+    ids = rng.integers(0, 12, size=(EXAMPLES, LENGTH)).astype("int32")
+    targets = rng.normal(size=(EXAMPLES, 1)).astype("float32")
+    return ids, targets
+
+
+def initial_weights():
+    rng = np.random.default_rng(3)
+    return [
+        rng.normal(size=(VOCABULARY, DIM)).astype("float32"),
+        rng.normal(size=(LENGTH * DIM, 1)).astype("float32") * 0.3,
+        np.zeros((1,), "float32"),
+    ]
+
+
+def build_model():
+    """Embedding -> Flatten -> Dense, with fixed initial weights. Call it in
+    the strategy's scope."""
+    ids = keras.Input(shape=(LENGTH,), dtype="int32", name="ids")
+    vectors = keras_embed.Embedding(VOCABULARY, DIM, name="table")(ids)
+    score = keras.layers.Dense(1, name="score")(keras.layers.Flatten()(vectors))
+    model = keras.Model(ids, score)
+    model.set_weights(initial_weights())
+    return model
+
+
+def train_with_fit(strategy, optimizer_name):
+    ids, targets = training_data()
+    with strategy.scope():
+        model = build_model()
+        model.compile(optimizer=make_optimizer(optimizer_name), loss="mse")
+    model.fit(
+        ids, targets, batch_size=GLOBAL_BATCH, epochs=EPOCHS, shuffle=False,
+        verbose=0,
+    )
+    return model
+
+
+def distributed_dataset(strategy):
+    ids, targets = training_data()
+    dataset = tf.data.Dataset.from_tensor_slices((ids, targets))
+    dataset = dataset.batch(GLOBAL_BATCH)
+    options = tf.data.Options()
+    # Each worker of a multi-worker run takes its share of every batch.
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
+    return strategy.experimental_distribute_dataset(
+        dataset.with_options(options)
+    )
+
+
+def train_with_custom_loop(strategy, optimizer_name):
+    """The `tf.distribute` guide's loop: `GradientTape` in `strategy.run`,
+    the loss averaged over the global batch."""
+    with strategy.scope():
+        model = build_model()
+        optimizer = make_optimizer(optimizer_name)
+        optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def train_step(batch):
+        def replica_step(ids, targets):
+            with tf.GradientTape() as tape:
+                predictions = model(ids, training=True)
+                per_example = keras.losses.mean_squared_error(
+                    targets, predictions
+                )
+                loss = tf.nn.compute_average_loss(
+                    per_example, global_batch_size=GLOBAL_BATCH
+                )
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(
+                zip(gradients, model.trainable_variables)
+            )
+
+        strategy.run(replica_step, args=batch)
+
+    for _ in range(EPOCHS):
+        for batch in distributed_dataset(strategy):
+            train_step(batch)
+    return model
+
+
+def replica_tables(model):
+    """The table as held on each device: one array per replica."""
+    variable = model.get_layer("table").embeddings.value
+    values = getattr(variable, "values", (variable,))
+    return np.stack([value.numpy() for value in values])
+
+
+def available_optimizers():
+    try:
+        import keras_embed.optimizers  # noqa: F401
+    except ImportError:
+        return ("sgd", "adam")
+    return OPTIMIZERS
+
+
+def duplicate_ids_step(strategy, optimizer_name):
+    """One step in which both replicas look up row 1: replica 0 the ids
+    `[1, 2]`, replica 1 the ids `[1, 1]`, with loss `weight * sum(vectors)`,
+    weight 1 on replica 0 and 10 on replica 1. Returns the tables on each
+    replica and the gradient's indices as the optimizer received them."""
+    with strategy.scope():
+        layer = keras_embed.Embedding(VOCABULARY, DIM, name="table")
+        layer.build()
+        layer.embeddings.assign(initial_weights()[0])
+        optimizer = make_optimizer(optimizer_name)
+        optimizer.build([layer.embeddings])
+    ids = ([[1, 2]], [[1, 1]])
+    weights = (1.0, 10.0)
+
+    def replica_values(context):
+        replica = context.replica_id_in_sync_group
+        return tf.constant(ids[replica]), tf.constant(weights[replica])
+
+    @tf.function
+    def step(batch):
+        def replica_step(ids, weight):
+            with tf.GradientTape() as tape:
+                loss = weight * tf.reduce_sum(layer(ids))
+            (gradient,) = tape.gradient(loss, [layer.embeddings])
+            # What the optimizer gets: the sum over replicas.
+            (summed,) = tf.distribute.get_replica_context().all_reduce(
+                "sum", [gradient]
+            )
+            optimizer.apply_gradients([(gradient, layer.embeddings)])
+            return summed.indices, summed.values
+
+        return strategy.run(replica_step, args=batch)
+
+    indices, values = step(
+        strategy.experimental_distribute_values_from_function(replica_values)
+    )
+    variable = layer.embeddings.value
+    tables = np.stack([v.numpy() for v in variable.values])
+    return (
+        tables,
+        strategy.experimental_local_results(indices)[0].numpy(),
+        strategy.experimental_local_results(values)[0].numpy(),
+    )
+
+
+PROBE_IDS = np.array([[0, 1, 2], [11, 5, 39]], "int32")
+
+
+def save_and_reload(strategy, out_dir, optimizer_name):
+    """Trains in the strategy's scope, saves (`.keras` and checkpoint), loads
+    both back in the scope, and trains each copy one more epoch."""
+    ids, targets = training_data()
+
+    def one_more_epoch(model):
+        model.fit(
+            ids, targets, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False,
+            verbose=0,
+        )
+        return replica_tables(model)
+
+    results = {}
+    with strategy.scope():
+        model = build_model()
+        model.compile(optimizer=make_optimizer(optimizer_name), loss="mse")
+    model.fit(
+        ids, targets, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False,
+        verbose=0,
+    )
+    keras_path = os.path.join(out_dir, "distributed.keras")
+    checkpoint_path = os.path.join(out_dir, "distributed_checkpoint")
+    model.save(keras_path)
+    tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(
+        checkpoint_path
+    )
+    results["saved/table"] = replica_tables(model)
+    results["saved/predictions"] = model.predict(PROBE_IDS, verbose=0)
+    results["saved/optimizer"] = optimizer_state(model.optimizer)
+    results["saved/continued"] = one_more_epoch(model)
+
+    with strategy.scope():
+        loaded = keras.models.load_model(keras_path)
+    results["keras/table"] = replica_tables(loaded)
+    results["keras/predictions"] = loaded.predict(PROBE_IDS, verbose=0)
+    results["keras/optimizer"] = optimizer_state(loaded.optimizer)
+    results["keras/continued"] = one_more_epoch(loaded)
+
+    with strategy.scope():
+        restored = build_model()
+        restored.compile(optimizer=make_optimizer(optimizer_name), loss="mse")
+        restored.optimizer.build(restored.trainable_variables)
+    tf.train.Checkpoint(model=restored, optimizer=restored.optimizer).read(
+        checkpoint_path
+    ).assert_consumed()
+    results["checkpoint/table"] = replica_tables(restored)
+    results["checkpoint/optimizer"] = optimizer_state(restored.optimizer)
+    results["checkpoint/continued"] = one_more_epoch(restored)
+    return results
+
+
+def optimizer_state(optimizer):
+    """The optimizer's variables (iterations, moments of each weight), as
+    one flat float64 array."""
+    return np.concatenate(
+        [np.ravel(v.numpy()).astype("float64") for v in optimizer.variables]
+    )
+
+
+def run_mirrored(out_dir):
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    results = {"replicas": np.array(strategy.num_replicas_in_sync)}
+    for name in available_optimizers():
+        model = train_with_fit(strategy, name)
+        results[f"fit/{name}"] = replica_tables(model)
+        model = train_with_custom_loop(strategy, name)
+        results[f"loop/{name}"] = replica_tables(model)
+        tables, indices, values = duplicate_ids_step(strategy, name)
+        results[f"duplicates/{name}"] = tables
+        results[f"duplicates/{name}/indices"] = indices
+        results[f"duplicates/{name}/values"] = values
+    results.update(save_and_reload(strategy, out_dir, available_optimizers()[-1]))
+    np.savez(os.path.join(out_dir, "mirrored.npz"), **results)
+
+
+def run_multi_worker(out_file):
+    """One worker of the cluster that `TF_CONFIG` describes."""
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=60
+        )
+    )
+    worker = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    workers = strategy.num_replicas_in_sync
+    results = {"replicas": np.array(workers), "worker": np.array(worker)}
+    for name in available_optimizers():
+        model = train_with_custom_loop(strategy, name)
+        results[f"loop/{name}"] = replica_tables(model)
+    try:
+        model = train_with_fit(strategy, available_optimizers()[-1])
+    except Exception as error:  # Keras 3 issue 20585: see docs/scaling.md.
+        results["fit/error"] = np.array(f"{type(error).__name__}: {error}")
+    else:
+        results["fit"] = replica_tables(model)
+    np.savez(out_file, **results)
+
+
+def main(argv):
+    mode, out = argv[1], argv[2]
+    if mode == "mirrored":
+        run_mirrored(out)
+    elif mode == "multi_worker":
+        run_multi_worker(out)
+    else:
+        raise SystemExit(f"Unknown mode: {mode!r}.")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
