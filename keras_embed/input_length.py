@@ -19,12 +19,13 @@ import tensorflow as tf
 from keras_embed.ids import complete_error
 
 
-def standardize(input_length):
+def standardize(input_length, layer_name=None):
     """Checks an `input_length` argument; returns it as an int, tuple or None.
 
     Args:
         input_length: `None`, a positive integer, or a list or tuple of
             positive integers and `None` (one entry per non-batch axis).
+        layer_name: named in the error.
 
     Returns:
         `None`, an `int`, or a `tuple` (a list becomes a tuple, as JSON
@@ -38,9 +39,11 @@ def standardize(input_length):
             return tuple(None if d is None else int(d) for d in entries)
     elif _is_length(input_length):
         return int(input_length)
+    prefix = f"Embedding layer '{layer_name}': " if layer_name else ""
     raise ValueError(
-        "`input_length` must be a positive integer, or a tuple of positive "
-        "integers and None with one entry per non-batch axis of the input. "
+        f"{prefix}`input_length` must be a positive integer, or a tuple of "
+        "positive integers and None with one entry per non-batch axis of the "
+        "input (each below 2**63, the largest dim a tensor can have). "
         f"Received: input_length={input_length!r} "
         f"(of type {type(input_length).__name__})."
     )
@@ -50,7 +53,7 @@ def _is_length(value):
     return (
         isinstance(value, numbers.Integral)
         and not isinstance(value, bool)
-        and value > 0
+        and 0 < value < 2**63
     )
 
 

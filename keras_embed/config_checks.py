@@ -1,0 +1,175 @@
+"""Checks on the layer's arguments and saved tables, with errors that name
+the layer and the field.
+
+A config read from a file is data from outside: `Embedding.from_config`
+evaluates none of it, and each check here refuses a value of the wrong kind
+before anything is built. A table too large for this machine's memory is
+refused before it is allocated, so the process survives to read the error.
+
+Example:
+
+>>> check_size("words", "input_dim", "10")
+Traceback (most recent call last):
+...
+ValueError: Embedding layer 'words': `input_dim` must be a positive integer. Received: input_dim='10' (of type str).
+"""
+
+import numbers
+import os
+
+import numpy as np
+
+# Tables smaller than this are not compared with the memory available.
+_SMALL_TABLE_BYTES = 2**30
+
+# Bytes per value of a table stored quantized, by quantization mode.
+_QUANTIZED_BYTES = {"int8": 1.0, "float8": 1.0, "int4": 0.5}
+
+
+def check_size(layer_name, field, value):
+    """Checks `input_dim` or `output_dim` as stock Keras does: a positive
+    `int`, not a bool."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(
+            f"Embedding layer '{layer_name}': `{field}` must be a positive "
+            f"integer. Received: {field}={value!r} (of type "
+            f"{type(value).__name__})."
+        )
+
+
+def check_mask_zero(layer_name, value):
+    """Returns `mask_zero` as a bool; anything but a bool is an error.
+
+    A config saying `"mask_zero": "false"` would otherwise mask, the string
+    being truthy.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(
+        f"Embedding layer '{layer_name}': `mask_zero` must be True or False. "
+        f"Received: mask_zero={value!r} (of type {type(value).__name__})."
+    )
+
+
+def check_batch_shape(layer_name, field, shape, with_batch):
+    """Checks Keras 2's `batch_input_shape` / `input_shape`: a list or tuple
+    of positive integers and None."""
+    entries = tuple(shape) if isinstance(shape, (list, tuple)) else None
+    if entries and all(
+        entry is None
+        or (isinstance(entry, numbers.Integral) and not isinstance(entry, bool)
+            and entry > 0)
+        for entry in entries
+    ):
+        return tuple(None if entry is None else int(entry) for entry in entries)
+    batch = "the batch dim, then " if with_batch else ""
+    raise ValueError(
+        f"Embedding layer '{layer_name}': `{field}` must be a list or tuple of "
+        f"{batch}positive integers or None, one per input axis. Received: "
+        f"{field}={shape!r}."
+    )
+
+
+def check_weights(layer_name, weights, input_dim, output_dim):
+    """Returns the `weights` argument as a float array of shape
+    `(input_dim, output_dim)`; the error gives the expected shape."""
+    if isinstance(weights, (list, tuple)) and len(weights) == 1:
+        weights = weights[0]
+    expected = (input_dim, output_dim)
+    try:
+        array = np.asarray(weights)
+    except ValueError:  # Ragged nested lists.
+        array = None
+    if array is None or array.shape != expected:
+        shape = "a ragged list" if array is None else f"shape {array.shape}"
+        raise ValueError(
+            f"Embedding layer '{layer_name}': `weights` must have shape "
+            f"(input_dim, output_dim) = {expected}. Received: weights of "
+            f"{shape}."
+        )
+    if array.dtype.kind not in "iuf":
+        raise ValueError(
+            f"Embedding layer '{layer_name}': `weights` must hold numbers. "
+            f"Received: weights of dtype {array.dtype}."
+        )
+    return array
+
+
+def table_bytes(input_dim, output_dim, dtype_policy):
+    """Bytes the table takes, as the layer's dtype policy stores it."""
+    mode = dtype_policy.quantization_mode
+    if mode in _QUANTIZED_BYTES:
+        per_value = _QUANTIZED_BYTES[mode]
+    else:
+        per_value = np.dtype(dtype_policy.variable_dtype).itemsize
+    return input_dim * output_dim * per_value
+
+
+def available_memory_bytes():
+    """Memory this machine can still give, in bytes, or None if unknown.
+
+    Linux's `MemAvailable` (free memory plus caches it can drop), else the
+    free physical pages.
+    """
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_table_fits(layer_name, input_dim, output_dim, dtype_policy):
+    """Refuses a table larger than the memory available, before allocating.
+
+    Allocating it would fail deep in TensorFlow, or, where the system
+    overcommits memory, get the process killed.
+    """
+    size = table_bytes(input_dim, output_dim, dtype_policy)
+    if size < _SMALL_TABLE_BYTES:
+        return
+    available = available_memory_bytes()
+    if available is None or size <= available:
+        return
+    mode = dtype_policy.quantization_mode
+    values = f"{mode} values" if mode else f"{dtype_policy.variable_dtype} values"
+    raise ValueError(
+        f"Embedding layer '{layer_name}': a table of (input_dim, output_dim) "
+        f"= ({input_dim}, {output_dim}) {values} needs {_gigabytes(size)}, "
+        f"more than the {_gigabytes(available)} of memory available. "
+        "Use a smaller input_dim or output_dim (e.g. hash ids into fewer "
+        "buckets), or a machine with more memory."
+    )
+
+
+def check_saved_shapes(layer, variables, store):
+    """Checks the file's arrays have the shapes of the layer's variables.
+
+    Called by `Embedding.load_own_variables` before assigning: the shapes
+    come from the layer's config, the arrays from the file.
+
+    Args:
+        layer: the `Embedding` loading, named in the error.
+        variables: its variables, in the order they were saved.
+        store: the saved arrays, keyed "0", "1", ...
+    """
+    for index, variable in enumerate(variables):
+        saved = tuple(store[str(index)].shape)
+        expected = tuple(variable.shape)
+        if saved != expected:
+            raise ValueError(
+                f"Embedding layer '{layer.name}': the file's "
+                f"`{variable.name}` has shape {saved}, but the layer's config "
+                f"(input_dim={layer.input_dim}, output_dim={layer.output_dim}) "
+                f"makes it {expected}. The config and the weights in this "
+                "file do not belong together."
+            )
+
+
+def _gigabytes(size):
+    return f"{size / 1e9:,.1f} GB"
