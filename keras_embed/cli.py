@@ -115,7 +115,10 @@ def _demo(args):
 def _inspect(args):
     from keras_embed import saved_models
 
-    rows = saved_models.embedding_rows(args.file)
+    try:
+        rows = saved_models.embedding_rows(args.file)
+    except saved_models.SavedModelError as error:
+        raise CommandError(str(error)) from None
     print(saved_models.format_table(rows))
     return 0
 
@@ -123,10 +126,13 @@ def _inspect(args):
 def _convert(args):
     from keras_embed import saved_models
 
-    for line in saved_models.convert(
-        args.input, args.output, to=args.to, force=args.force
-    ):
-        print(line)
+    try:
+        lines = saved_models.convert(
+            args.input, args.output, to=args.to, force=args.force
+        )
+    except saved_models.SavedModelError as error:
+        raise CommandError(str(error)) from None
+    print("\n".join(lines))
     return 0
 
 

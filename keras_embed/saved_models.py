@@ -1,0 +1,364 @@
+"""Saved model files: reading their embedding layers, and converting them.
+
+The work behind `keras-embed inspect` and `keras-embed convert`. Files are
+`.keras` archives or legacy `.h5` files, written by Keras 3 or by Keras 2
+(tf-keras). A Keras 2 `.h5` file's `Embedding` layers are read as
+`keras_embed.Embedding`, which keeps their `input_length` (stock Keras 3
+drops it).
+
+Example:
+
+>>> from keras_embed import saved_models
+>>> rows = saved_models.embedding_rows("model.keras")    # doctest: +SKIP
+>>> print(saved_models.format_table(rows))               # doctest: +SKIP
+"""
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+import zipfile
+
+import keras
+import numpy as np
+
+from keras_embed import migration
+from keras_embed.embedding import Embedding
+
+FORMATS = (".keras", ".h5")
+COLUMNS = (
+    "name", "class", "input_dim", "output_dim", "mask_zero", "input_length",
+    "params", "dtype", "quantization", "size_mb",
+)
+
+
+class SavedModelError(Exception):
+    """A file that cannot be read or written: the message is one line for
+    the user, naming the file."""
+
+
+def load(path, compile=False):
+    """Loads the model in a `.keras` or `.h5` file.
+
+    Args:
+        path: the file.
+        compile: whether to compile the model with its saved training
+            configuration.
+
+    Returns:
+        `(model, written_by)`: `written_by` is `"Keras 2"` for a `.h5` file
+        written by Keras 2 (tf-keras), else `"Keras 3"`.
+
+    Raises:
+        SavedModelError: if the file is missing, is not a Keras model, or
+            is in another format.
+    """
+    extension = _check_model_file(path)
+    written_by = "Keras 3"
+    custom_objects = None
+    if extension == ".h5" and _h5_keras_version(path).startswith("2."):
+        written_by = "Keras 2"
+        custom_objects = {"Embedding": Embedding}
+    with _quiet():
+        try:
+            model = keras.models.load_model(
+                path, custom_objects=custom_objects, compile=compile
+            )
+        except Exception as error:  # Keras raises many kinds here.
+            raise SavedModelError(
+                f"{path}: could not load the model: {_first_line(error)}"
+            ) from error
+    return model, written_by
+
+
+def embedding_rows(path):
+    """One row per embedding layer in the model saved at `path`.
+
+    Args:
+        path: a `.keras` or `.h5` file.
+
+    Returns:
+        A list of dicts with the keys in `COLUMNS`: `size_mb` is the size of
+        the layer's weights in megabytes (10**6 bytes).
+
+    Raises:
+        SavedModelError: as `load`, or if the model has no embedding layers.
+    """
+    model, written_by = load(path)
+    layers = migration.embedding_layers(model)
+    if not layers:
+        raise SavedModelError(f"{path}: the model has no embedding layers")
+    rows = []
+    for name, layer in layers:
+        nbytes = sum(
+            int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize
+            for w in layer.weights
+        )
+        rows.append({
+            "name": name,
+            "class": _file_class_name(layer, written_by),
+            "input_dim": layer.input_dim,
+            "output_dim": layer.output_dim,
+            "mask_zero": bool(layer.mask_zero),
+            "input_length": getattr(layer, "input_length", None),
+            "params": layer.count_params(),
+            "dtype": layer.dtype_policy.name,
+            "quantization": getattr(layer, "quantization_mode", None),
+            "size_mb": nbytes / 1e6,
+        })
+    return rows
+
+
+def format_table(rows):
+    """The rows of `embedding_rows` as an aligned text table with a total."""
+    header = [c.replace("size_mb", "size (MB)") for c in COLUMNS]
+    body = [[_cell(column, row[column]) for column in COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in [header] + body)
+              for i in range(len(COLUMNS))]
+    numeric = {"input_dim", "output_dim", "params", "size_mb"}
+    lines = []
+    for line in [header] + body:
+        cells = [
+            cell.rjust(width) if column in numeric else cell.ljust(width)
+            for column, cell, width in zip(COLUMNS, line, widths)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    total_params = sum(row["params"] for row in rows)
+    total_mb = sum(row["size_mb"] for row in rows)
+    count = len(rows)
+    lines.append(
+        f"{count} embedding layer{'s' * (count != 1)}, "
+        f"{total_params:,} params, {_megabytes(total_mb)} MB"
+    )
+    return "\n".join(lines)
+
+
+def convert(source, destination, to="keras_embed", force=False):
+    """Saves the model in `source` as `destination` with its embedding
+    layers swapped; returns what it did, as lines of text.
+
+    Writes a temporary file next to `destination` and renames it, so
+    `destination` is never half written. `source` is only read.
+
+    Args:
+        source: a `.keras` or `.h5` file.
+        destination: a `.keras` or `.h5` path; the format follows the
+            extension.
+        to: `"keras_embed"` (`keras_embed.swap`) or `"stock"`
+            (`keras_embed.unswap`).
+        force: overwrite `destination` if it exists.
+
+    Returns:
+        A list of lines: the layers converted, anything left or dropped, and
+        the file written.
+
+    Raises:
+        SavedModelError: for a bad `source` (as `load`), a model without
+            embedding layers, a `destination` that exists (without `force`),
+            is `source`, or has another extension.
+    """
+    if to not in ("keras_embed", "stock"):
+        raise SavedModelError(
+            f"--to must be keras_embed or stock, not {to!r}"
+        )
+    extension = _extension(destination)
+    if extension not in FORMATS:
+        raise SavedModelError(
+            f"{destination}: unsupported output format "
+            f"{extension or '(no extension)'}; use a .keras or .h5 path"
+        )
+    if os.path.exists(source) and os.path.exists(destination) and (
+        os.path.samefile(source, destination)
+    ):
+        raise SavedModelError(
+            f"{destination} is the input file; convert never changes its "
+            "input, so give another output path"
+        )
+    if os.path.exists(destination) and not force:
+        raise SavedModelError(
+            f"{destination} exists; use --force to overwrite it"
+        )
+    directory = os.path.dirname(os.path.abspath(destination))
+    if not os.path.isdir(directory):
+        raise SavedModelError(f"{directory}: no such directory")
+
+    notes = []
+    try:
+        model, written_by = load(source, compile=True)
+    except SavedModelError as error:
+        # Some saved training configurations do not load in Keras 3 (such
+        # as a legacy .h5 file's metrics); the model itself may.
+        model, written_by = load(source, compile=False)
+        notes.append(
+            "saved without its training configuration (loss, optimizer), "
+            f"which could not be restored: {error}"
+        )
+    before = migration.embedding_layers(model)
+    if not before:
+        raise SavedModelError(f"{source}: the model has no embedding layers")
+    replace = migration.swap if to == "keras_embed" else migration.unswap
+    with _quiet() as caught:
+        new_model = replace(model)
+    notes = [
+        str(w.message) for w in caught
+        if issubclass(w.category, migration.MigrationWarning)
+    ] + notes
+    after = migration.embedding_layers(new_model)
+
+    lines = [f"Read {source} (a {written_by} model, "
+             f"{len(before)} embedding layer{'s' * (len(before) != 1)})"]
+    width = max(len(name) for name, _ in before)
+    for (name, old), (_, new) in zip(before, after):
+        old_name = _file_class_name(old, written_by)
+        new_name = migration.class_name(new)
+        change = (f"{old_name} -> {new_name}" if old_name != new_name
+                  else f"{new_name} (unchanged)")
+        lines.append(f"  {name:<{width}}  {change}")
+    lines += [f"  note: {note}" for note in notes]
+    _save_atomically(new_model, destination, extension)
+    size = os.path.getsize(destination) / 1e6
+    lines.append(f"Wrote {destination} ({_megabytes(size)} MB)")
+    return lines
+
+
+def _save_atomically(model, destination, extension):
+    directory = os.path.dirname(os.path.abspath(destination))
+    handle, temporary = tempfile.mkstemp(
+        dir=directory, prefix=f".{os.path.basename(destination)}.",
+        suffix=f".tmp{extension}",
+    )
+    os.close(handle)
+    # mkstemp makes the file private; give it the mode a new file gets.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    try:
+        with _quiet():
+            model.save(temporary, overwrite=True)
+        os.replace(temporary, destination)
+    except Exception as error:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise SavedModelError(
+            f"{destination}: could not save the model: {_first_line(error)}"
+        ) from error
+
+
+def _extension(path):
+    lower = path.lower()
+    if lower.endswith(".weights.h5"):
+        return ".weights.h5"
+    if lower.endswith(".hdf5"):
+        return ".h5"
+    return os.path.splitext(lower)[1]
+
+
+def _check_model_file(path):
+    """Checks `path` names a `.keras` or `.h5` model; returns its extension."""
+    if not os.path.exists(path):
+        raise SavedModelError(f"{path}: no such file")
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise SavedModelError(
+                f"{path}: a TensorFlow SavedModel directory, an unsupported "
+                "format; keras-embed reads .keras and .h5 files"
+            )
+        raise SavedModelError(f"{path}: a directory, not a .keras or .h5 file")
+    extension = _extension(path)
+    if extension == ".weights.h5":
+        raise SavedModelError(
+            f"{path}: a weights-only file, with no model in it; load it with "
+            "model.load_weights() into the model it came from"
+        )
+    if extension not in FORMATS:
+        raise SavedModelError(
+            f"{path}: unsupported format {extension or '(no extension)'}; "
+            "keras-embed reads .keras and .h5 files"
+        )
+    if extension == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise SavedModelError(
+                f"{path}: not a Keras model (a .keras file is a zip archive)"
+            )
+        with zipfile.ZipFile(path) as archive:
+            if "config.json" not in archive.namelist():
+                raise SavedModelError(
+                    f"{path}: not a Keras model (the archive has no "
+                    "config.json)"
+                )
+    else:
+        import h5py
+
+        if not h5py.is_hdf5(path):
+            raise SavedModelError(
+                f"{path}: not a Keras model (not an HDF5 file)"
+            )
+        with h5py.File(path, "r") as file:
+            if "model_config" not in file.attrs:
+                raise SavedModelError(
+                    f"{path}: not a Keras model (an HDF5 file with no "
+                    "model_config; weights only?)"
+                )
+    return extension
+
+
+def _h5_keras_version(path):
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        version = file.attrs.get("keras_version", "")
+    if isinstance(version, bytes):
+        version = version.decode("utf-8")
+    return str(version)
+
+
+def _file_class_name(layer, written_by):
+    """The layer's class as the file names it: a Keras 2 file's Embedding,
+    read as ours, is shown as what it was."""
+    if written_by == "Keras 2" and type(layer) is Embedding:
+        return "Embedding (Keras 2)"
+    return migration.class_name(layer)
+
+
+def _cell(column, value):
+    if value is None:
+        return "-"
+    if column == "size_mb":
+        return _megabytes(value)
+    if column == "params":
+        return f"{value:,}"
+    if column == "input_length" and isinstance(value, tuple):
+        return json.dumps(list(value)).replace(" ", "")
+    return str(value)
+
+
+def _megabytes(value):
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 0.01:
+        return f"{value:.2f}"
+    return f"{value:.4f}"
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    message = text[0] if text else type(error).__name__
+    return message if len(message) <= 300 else message[:297] + "..."
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Records Python warnings and silences Keras's absl log lines (such as
+    "saving your model as an HDF5 file ... legacy") while a file is read or
+    written; yields the list of warnings caught."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield caught
+    finally:
+        absl_logger.setLevel(level)
