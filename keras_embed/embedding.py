@@ -10,10 +10,12 @@ from keras import regularizers
 
 from keras_embed import input_length as input_length_rules
 from keras_embed.ids import checked as checked_ids
+from keras_embed.lora import LoraMixin
+from keras_embed.quantization import QuantizationMixin
 
 
 @keras.saving.register_keras_serializable(package="keras_embed")
-class Embedding(keras.layers.Layer):
+class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
     """Turns nonnegative integers (indexes) into dense vectors of fixed size.
 
     e.g. `[[4], [20]] -> [[0.25, 0.1], [0.6, -0.2]]`
@@ -48,10 +50,13 @@ class Embedding(keras.layers.Layer):
         weights: Optional floating-point matrix of shape
             `(input_dim, output_dim)`: the initial embeddings.
         lora_rank: Optional integer: the rank of a LoRA (Low-Rank
-            Adaptation) delta over a frozen table.
+            Adaptation) delta over a frozen table, enabled when the layer
+            is built (see `enable_lora`).
         lora_alpha: Optional integer: the LoRA delta is scaled by
             `lora_alpha / lora_rank`. Defaults to `lora_rank`.
-        quantization_config: Optional `keras.quantizers.QuantizationConfig`.
+        quantization_config: Optional `keras.quantizers.QuantizationConfig`
+            for a quantized dtype policy (e.g. `dtype="int8_from_float32"`):
+            its `block_size` (int4) and weight quantizer (see `quantize`).
         input_length: Keras 2's length of input sequences: an integer, or a
             tuple with one entry (integer or `None`) per non-batch axis for
             inputs of rank > 2. Unknown input dims take their length from it;
@@ -64,7 +69,10 @@ class Embedding(keras.layers.Layer):
 
     Attributes:
         embeddings: the table, a float variable of shape
-            `(input_dim, output_dim)`, in the policy's variable dtype.
+            `(input_dim, output_dim)`, in the policy's variable dtype. With
+            LoRA enabled, the table plus the delta (a tensor); quantized,
+            the integer codes (int4 unpacked to int8), as in stock Keras.
+        lora_enabled: whether `enable_lora` ran.
         input_length: the `input_length` given, or `None`.
 
     Input shape:
@@ -141,20 +149,27 @@ class Embedding(keras.layers.Layer):
                 f"Received: weights of shape {weights.shape}."
             )
         self.build()
-        self.embeddings.assign(weights)
+        self._assign_table(weights)
 
     def build(self, input_shape=None):
         if self.built:
             return
-        self._embeddings = self.add_weight(
-            shape=(self.input_dim, self.output_dim),
-            initializer=self.embeddings_initializer,
-            name="embeddings",
-            regularizer=self.embeddings_regularizer,
-            constraint=self.embeddings_constraint,
-            trainable=True,
-        )
+        shape = (self.input_dim, self.output_dim)
+        if self.quantization_mode:
+            # A quantized dtype policy, e.g. "int8_from_float32".
+            self.quantized_build(shape, self.quantization_mode, self.quantization_config)
+        else:
+            self._embeddings = self.add_weight(
+                shape=shape,
+                initializer=self.embeddings_initializer,
+                name="embeddings",
+                regularizer=self.embeddings_regularizer,
+                constraint=self.embeddings_constraint,
+                trainable=True,
+            )
         self.built = True
+        if self.lora_rank:
+            self.enable_lora(self.lora_rank, lora_alpha=self.lora_alpha)
 
     @property
     def embeddings(self):
@@ -162,6 +177,13 @@ class Embedding(keras.layers.Layer):
             raise AttributeError(
                 f"Embedding layer '{self.name}' is not built yet: call it on "
                 "some ids or call `layer.build()` before reading `embeddings`."
+            )
+        if self.quantization_mode:
+            # The integer codes, as stock: int8, int4 unpacked to int8.
+            return self._stored_codes()
+        if self.lora_enabled:
+            return ops.cast(
+                ops.add(self._embeddings, self._lora_delta()), self.compute_dtype
             )
         return self._embeddings
 
@@ -171,12 +193,27 @@ class Embedding(keras.layers.Layer):
         if isinstance(ids, tf.SparseTensor):
             # Positions the sparse tensor leaves out look up row 0, as stock.
             ids = tf.sparse.to_dense(ids)
-        outputs = tf.gather(self.embeddings, ids)
+        outputs = self._look_up(ids)
         return ops.cast(outputs, self.compute_dtype)
+
+    def _look_up(self, ids):
+        """The table's rows at `ids` (dense or ragged), LoRA delta added."""
+        if isinstance(ids, tf.RaggedTensor):
+            return tf.ragged.map_flat_values(self._look_up, ids)
+        if self.quantization_mode:
+            rows = self._dequantized_rows(ids)
+        else:
+            rows = tf.gather(self._embeddings, ids)
+        if self.lora_enabled:
+            rows = ops.add(rows, self._lora_rows(ids))
+        return rows
 
     def compute_mask(self, inputs, mask=None):
         if not self.mask_zero:
             return None
+        if isinstance(inputs, tf.SparseTensor):
+            # Entries the sparse tensor leaves out look up row 0, padding.
+            inputs = tf.sparse.to_dense(inputs)
         return ops.not_equal(inputs, 0)
 
     def compute_output_shape(self, input_shape):
@@ -191,6 +228,34 @@ class Embedding(keras.layers.Layer):
             dtype=self.compute_dtype,
             ragged=getattr(inputs, "ragged", False),
         )
+
+    def save_own_variables(self, store):
+        """Saves the table in stock Keras's layout, LoRA delta merged in."""
+        if not self.built:
+            return
+        for index, value in enumerate(self._saved_values()):
+            store[str(index)] = value
+
+    def load_own_variables(self, store):
+        """Loads a table saved by this layer or by stock Keras's.
+
+        With LoRA enabled, the LoRA matrices are set to zeros: the file's
+        table already holds their delta.
+        """
+        if not self.built:
+            return
+        variables = self._saved_variables()
+        if len(store.keys()) != len(variables):
+            raise ValueError(
+                f"Embedding layer '{self.name}' expects {len(variables)} "
+                f"saved variables ({', '.join(v.name for v in variables)}; "
+                f"quantization mode {self.quantization_mode}), but the file "
+                f"lists {len(store.keys())}."
+            )
+        for index, variable in enumerate(variables):
+            variable.assign(store[str(index)])
+        if self.lora_enabled:
+            self._reset_lora()
 
     def _keras2_input_layer(self):
         """The integer input Keras 2 gave a `Sequential` led by this layer."""
