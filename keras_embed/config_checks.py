@@ -26,11 +26,16 @@ _SMALL_TABLE_BYTES = 2**30
 _QUANTIZED_BYTES = {"int8": 1.0, "float8": 1.0, "int4": 0.5}
 
 
+class InvalidConfigError(ValueError):
+    """An argument or config field of the wrong kind or size; the message
+    names the layer and the field."""
+
+
 def check_size(layer_name, field, value):
     """Checks `input_dim` or `output_dim` as stock Keras does: a positive
     `int`, not a bool."""
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(
+        raise InvalidConfigError(
             f"Embedding layer '{layer_name}': `{field}` must be a positive "
             f"integer. Received: {field}={value!r} (of type "
             f"{type(value).__name__})."
@@ -45,7 +50,7 @@ def check_mask_zero(layer_name, value):
     """
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    raise ValueError(
+    raise InvalidConfigError(
         f"Embedding layer '{layer_name}': `mask_zero` must be True or False. "
         f"Received: mask_zero={value!r} (of type {type(value).__name__})."
     )
@@ -63,7 +68,7 @@ def check_batch_shape(layer_name, field, shape, with_batch):
     ):
         return tuple(None if entry is None else int(entry) for entry in entries)
     batch = "the batch dim, then " if with_batch else ""
-    raise ValueError(
+    raise InvalidConfigError(
         f"Embedding layer '{layer_name}': `{field}` must be a list or tuple of "
         f"{batch}positive integers or None, one per input axis. Received: "
         f"{field}={shape!r}."
@@ -82,27 +87,32 @@ def check_weights(layer_name, weights, input_dim, output_dim):
         array = None
     if array is None or array.shape != expected:
         shape = "a ragged list" if array is None else f"shape {array.shape}"
-        raise ValueError(
+        raise InvalidConfigError(
             f"Embedding layer '{layer_name}': `weights` must have shape "
             f"(input_dim, output_dim) = {expected}. Received: weights of "
             f"{shape}."
         )
     if array.dtype.kind not in "iuf":
-        raise ValueError(
+        raise InvalidConfigError(
             f"Embedding layer '{layer_name}': `weights` must hold numbers. "
             f"Received: weights of dtype {array.dtype}."
         )
     return array
 
 
-def table_bytes(input_dim, output_dim, dtype_policy):
-    """Bytes the table takes, as the layer's dtype policy stores it."""
+def table_bytes(input_dim, output_dim, dtype_policy, lora_rank=None):
+    """Bytes the table takes as the layer's dtype policy stores it, plus its
+    float32 LoRA matrices `(input_dim, lora_rank)` and
+    `(lora_rank, output_dim)` if `lora_rank` is set."""
     mode = dtype_policy.quantization_mode
     if mode in _QUANTIZED_BYTES:
         per_value = _QUANTIZED_BYTES[mode]
     else:
         per_value = np.dtype(dtype_policy.variable_dtype).itemsize
-    return input_dim * output_dim * per_value
+    size = input_dim * output_dim * per_value
+    if isinstance(lora_rank, int) and not isinstance(lora_rank, bool) and lora_rank > 0:
+        size += (input_dim + output_dim) * lora_rank * 4
+    return size
 
 
 def available_memory_bytes():
@@ -124,13 +134,14 @@ def available_memory_bytes():
         return None
 
 
-def check_table_fits(layer_name, input_dim, output_dim, dtype_policy):
+def check_table_fits(layer_name, input_dim, output_dim, dtype_policy, lora_rank=None):
     """Refuses a table larger than the memory available, before allocating.
 
     Allocating it would fail deep in TensorFlow, or, where the system
-    overcommits memory, get the process killed.
+    overcommits memory, get the process killed. Tables under 1 GiB are not
+    checked.
     """
-    size = table_bytes(input_dim, output_dim, dtype_policy)
+    size = table_bytes(input_dim, output_dim, dtype_policy, lora_rank)
     if size < _SMALL_TABLE_BYTES:
         return
     available = available_memory_bytes()
@@ -138,12 +149,15 @@ def check_table_fits(layer_name, input_dim, output_dim, dtype_policy):
         return
     mode = dtype_policy.quantization_mode
     values = f"{mode} values" if mode else f"{dtype_policy.variable_dtype} values"
-    raise ValueError(
+    with_lora = size != table_bytes(input_dim, output_dim, dtype_policy)
+    lora = f", with float32 LoRA matrices of rank {lora_rank}," if with_lora else ""
+    raise InvalidConfigError(
         f"Embedding layer '{layer_name}': a table of (input_dim, output_dim) "
-        f"= ({input_dim}, {output_dim}) {values} needs {_gigabytes(size)}, "
-        f"more than the {_gigabytes(available)} of memory available. "
-        "Use a smaller input_dim or output_dim (e.g. hash ids into fewer "
-        "buckets), or a machine with more memory."
+        f"= ({input_dim}, {output_dim}) {values}{lora} needs "
+        f"{_gigabytes(size)}, more than the {_gigabytes(available)} of memory "
+        f"available. Use a smaller input_dim{', lora_rank' if with_lora else ''} "
+        "or output_dim (e.g. hash ids into fewer buckets), or a machine with "
+        "more memory."
     )
 
 
@@ -162,7 +176,7 @@ def check_saved_shapes(layer, variables, store):
         saved = tuple(store[str(index)].shape)
         expected = tuple(variable.shape)
         if saved != expected:
-            raise ValueError(
+            raise InvalidConfigError(
                 f"Embedding layer '{layer.name}': the file's "
                 f"`{variable.name}` has shape {saved}, but the layer's config "
                 f"(input_dim={layer.input_dim}, output_dim={layer.output_dim}) "

@@ -16,6 +16,7 @@ import numbers
 import keras
 import tensorflow as tf
 
+from keras_embed.config_checks import InvalidConfigError
 from keras_embed.ids import complete_error
 
 
@@ -40,7 +41,7 @@ def standardize(input_length, layer_name=None):
     elif _is_length(input_length):
         return int(input_length)
     prefix = f"Embedding layer '{layer_name}': " if layer_name else ""
-    raise ValueError(
+    raise InvalidConfigError(
         f"{prefix}`input_length` must be a positive integer, or a tuple of "
         "positive integers and None with one entry per non-batch axis of the "
         "input (each below 2**63, the largest dim a tensor can have). "

@@ -1,0 +1,186 @@
+"""Damaged model files: which file, and what is wrong with it.
+
+When `keras.models.load_model` fails on a `.keras` or `.h5` file that was cut
+short or corrupted, stock Keras reports it as it stumbles on it: "File not
+found" for a truncated `.keras` file that is there, "Bad CRC-32 for file
+'model.weights.h5'" without the path, or an HDF5 `KeyError`. `install` wraps
+`keras.models.load_model` (and `keras.saving.load_model`, the same function)
+so that when loading fails, the file is examined; if it is damaged, the
+error says so:
+
+    DamagedModelFileError: Cannot load 'model.keras': the file is cut short
+    (8,460 bytes): a .keras file is a zip archive, and this one has no zip
+    directory at its end. Was it truncated (an interrupted copy or
+    download)?
+
+chained to Keras's own error. A load that succeeds, or fails on an intact
+file (a bad config, a missing custom object), is left exactly as it was.
+Code that imported `load_model` by name before `keras_embed` was imported
+keeps the stock function.
+
+Example:
+
+>>> from keras_embed import damaged_files
+>>> damaged_files.diagnose("model.keras") is None  # doctest: +SKIP
+True
+"""
+
+import functools
+import io
+import json
+import os
+import re
+import zipfile
+import zlib
+
+import keras
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+class DamagedModelFileError(ValueError):
+    """A model file that is truncated or corrupted; the message names the
+    file and what is wrong."""
+
+
+def diagnose(path):
+    """What is wrong with a model file, in a sentence; `None` if it looks
+    intact (or is not a local file).
+
+    Args:
+        path: a `.keras` or `.h5` file.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
+        return None
+    size = os.path.getsize(path)
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    with open(path, "rb") as file:
+        start = file.read(8)
+    name = os.fspath(path).lower()
+    if name.endswith(".keras") or start.startswith(_ZIP_MAGIC):
+        return _diagnose_keras(path, size, start)
+    if name.endswith((".h5", ".hdf5")) or start == _HDF5_MAGIC:
+        return _diagnose_hdf5(path, size)
+    return None
+
+
+def _diagnose_keras(path, size, start):
+    if not zipfile.is_zipfile(path):
+        if start.startswith(_ZIP_MAGIC):
+            return (
+                f"the file is cut short ({size:,} bytes): a .keras file is a "
+                "zip archive, and this one has no zip directory at its end. "
+                "Was it truncated (an interrupted copy or download)?"
+            )
+        return (
+            f"it is not a zip archive, as a .keras file is (it starts with "
+            f"{start!r})"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            corrupted = archive.testzip()
+            if corrupted is not None:
+                return (
+                    f"the archive's member '{corrupted}' is corrupted (its "
+                    "CRC-32 checksum does not match its bytes)"
+                )
+            names = archive.namelist()
+            if "config.json" not in names:
+                return "the archive has no config.json"
+            try:
+                json.loads(archive.read("config.json"))
+            except ValueError as error:
+                return f"the archive's config.json is not valid JSON ({error})"
+            for member in names:
+                if member.endswith(".h5"):
+                    damage = _diagnose_hdf5(io.BytesIO(archive.read(member)), None)
+                    if damage is not None:
+                        return f"the archive's member '{member}': {damage}"
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
+        return f"the zip archive is corrupted ({error})"
+    return None
+
+
+def _diagnose_hdf5(source, size):
+    import h5py
+
+    try:
+        file = h5py.File(source, "r")
+    except Exception as error:  # h5py raises OSError, KeyError, ...
+        return _hdf5_open_error(error, size)
+    broken = []
+
+    def read(name, item):
+        if broken:
+            return
+        try:
+            if isinstance(item, h5py.Dataset):
+                item[()]
+            dict(item.attrs)
+        except Exception as error:
+            broken.append(f"its HDF5 object '{name}' cannot be read ({_text(error)})")
+
+    try:
+        with file:
+            dict(file.attrs)
+            file.visititems(read)
+    except Exception as error:
+        broken.append(f"its HDF5 structure cannot be read ({_text(error)})")
+    return broken[0] if broken else None
+
+
+def _hdf5_open_error(error, size):
+    text = _text(error)
+    truncated = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
+    if truncated:
+        have, want = int(truncated.group(1)), int(truncated.group(2))
+        return (
+            f"the file is cut short: it has {have:,} of the {want:,} bytes "
+            "its header gives. Was it truncated (an interrupted copy or "
+            "download)?"
+        )
+    if "file signature not found" in text:
+        start = "" if size is None else f" ({size:,} bytes)"
+        return f"it is not an HDF5 file{start}, as a .h5 model file is"
+    return f"it is not a readable HDF5 file ({text})"
+
+
+def _text(error):
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    return str(error)
+
+
+def _explained(load_model):
+    @functools.wraps(load_model)
+    def explained_load_model(filepath, *args, **kwargs):
+        try:
+            return load_model(filepath, *args, **kwargs)
+        except Exception as error:
+            try:
+                damage = diagnose(filepath)
+            except Exception:  # Examining must never hide Keras's error.
+                damage = None
+            if damage is None:
+                raise
+            end = "" if damage.endswith(("?", ".")) else "."
+            raise DamagedModelFileError(
+                f"Cannot load '{os.fspath(filepath)}': {damage}{end}"
+            ) from error
+
+    explained_load_model._keras_embed_explained = True
+    return explained_load_model
+
+
+def install():
+    """Wraps `keras.models.load_model` and `keras.saving.load_model`; safe to
+    call twice."""
+    for module in (keras.models, keras.saving):
+        load_model = module.load_model
+        if not getattr(load_model, "_keras_embed_explained", False):
+            module.load_model = _explained(load_model)
+
+
+install()
