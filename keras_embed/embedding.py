@@ -8,8 +8,10 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
+from keras_embed import config_checks
 from keras_embed import input_length as input_length_rules
 from keras_embed.ids import checked as checked_ids
+from keras_embed.ids import nan_rows_for_bad_ids
 from keras_embed.lora import LoraMixin
 from keras_embed.quantization import QuantizationMixin
 
@@ -100,36 +102,42 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
         input_length=None,
         **kwargs,
     ):
-        for arg, value in (("input_dim", input_dim), ("output_dim", output_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(
-                    f"`{arg}` must be a positive integer. "
-                    f"Received: {arg}={value!r} (of type {type(value).__name__})."
-                )
         # Keras 2 spelled the input shape `batch_input_shape` (with the batch
         # dim) or `input_shape` (without); we take both, with no warning.
         batch_input_shape = kwargs.pop("batch_input_shape", None)
         input_shape = kwargs.pop("input_shape", None)
         super().__init__(**kwargs)
+        # Checked before anything is built: a config may come from a file.
+        config_checks.check_size(self.name, "input_dim", input_dim)
+        config_checks.check_size(self.name, "output_dim", output_dim)
+        config_checks.check_table_fits(
+            self.name, input_dim, output_dim, self.dtype_policy, lora_rank
+        )
         self.input_dim = input_dim
         self.output_dim = output_dim
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
         self.embeddings_constraint = constraints.get(embeddings_constraint)
-        self.mask_zero = mask_zero
-        self.supports_masking = mask_zero
+        self.mask_zero = config_checks.check_mask_zero(self.name, mask_zero)
+        self.supports_masking = self.mask_zero
         self.autocast = False
         self.lora_rank = lora_rank
         self.lora_alpha = lora_alpha if lora_alpha is not None else lora_rank
         self.quantization_config = quantization_config
-        self.input_length = input_length_rules.standardize(input_length)
+        self.input_length = input_length_rules.standardize(
+            input_length, self.name
+        )
         # The input a Sequential led by this layer gets. Keras 2 derived its
         # shapes from `input_length` (and wrote `[None, [3, 4]]` for tuples),
         # so `input_length` wins.
         if self.input_length is None and batch_input_shape is not None:
-            self._batch_input_shape = tuple(batch_input_shape)
+            self._batch_input_shape = config_checks.check_batch_shape(
+                self.name, "batch_input_shape", batch_input_shape, True
+            )
         elif self.input_length is None and input_shape is not None:
-            self._batch_input_shape = (None, *input_shape)
+            self._batch_input_shape = (None, *config_checks.check_batch_shape(
+                self.name, "input_shape", input_shape, False
+            ))
         else:
             self._batch_input_shape = input_length_rules.batch_shape(
                 self.input_length
@@ -138,16 +146,9 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
             self._set_initial_weights(weights)
 
     def _set_initial_weights(self, weights):
-        if isinstance(weights, (list, tuple)) and len(weights) == 1:
-            weights = weights[0]
-        weights = np.asarray(weights)
-        expected = (self.input_dim, self.output_dim)
-        if weights.shape != expected:
-            raise ValueError(
-                f"Embedding layer '{self.name}': `weights` must have shape "
-                f"(input_dim, output_dim) = {expected}. "
-                f"Received: weights of shape {weights.shape}."
-            )
+        weights = config_checks.check_weights(
+            self.name, weights, self.input_dim, self.output_dim
+        )
         self.build()
         self._assign_table(weights)
 
@@ -188,12 +189,14 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
         return self._embeddings
 
     def call(self, inputs):
-        ids = input_length_rules.ensure(inputs, self.input_length, self.name)
-        ids = checked_ids(ids, self.input_dim, self.name)
+        given = input_length_rules.ensure(inputs, self.input_length, self.name)
+        ids = checked_ids(given, self.input_dim, self.name)
         if isinstance(ids, tf.SparseTensor):
             # Positions the sparse tensor leaves out look up row 0, as stock.
             ids = tf.sparse.to_dense(ids)
         outputs = self._look_up(ids)
+        # Under XLA no check can raise: bad ids get NaN rows instead.
+        outputs = nan_rows_for_bad_ids(outputs, given, self.input_dim)
         return ops.cast(outputs, self.compute_dtype)
 
     def _look_up(self, ids):
@@ -252,6 +255,7 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
                 f"quantization mode {self.quantization_mode}), but the file "
                 f"lists {len(store.keys())}."
             )
+        config_checks.check_saved_shapes(self, variables, store)
         for index, variable in enumerate(variables):
             variable.assign(store[str(index)])
         if self.lora_enabled:
@@ -302,7 +306,14 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
         config["quantization_config"] = keras.saving.deserialize_keras_object(
             config.get("quantization_config")
         )
-        return super().from_config(config)
+        try:
+            return super().from_config(config)
+        except TypeError as error:
+            # Keras reports any error from the constructor as a TypeError
+            # that starts with the whole config; ours name layer and field.
+            if isinstance(error.__context__, config_checks.InvalidConfigError):
+                raise error.__context__ from None
+            raise
 
     def __repr__(self):
         sizes = f"{self.input_dim}, {self.output_dim}"
