@@ -316,6 +316,8 @@ def _copy_optimizer_state(model, new_model, notes):
     old_values = [np.asarray(v) for v in optimizer.variables]
     new_variables = list(new_optimizer.variables)
     if [v.shape for v in old_values] != [tuple(v.shape) for v in new_variables]:
+        if all(v.ndim == 0 for v in old_values):
+            return  # Step count and learning rate only: no state to lose.
         notes.append(
             "the optimizer's state (momentums, step count) was not copied: "
             "its variables do not line up with the new model's."

@@ -60,7 +60,11 @@ def load(path, compile=False):
     custom_objects = None
     if extension == ".h5" and _h5_keras_version(path).startswith("2."):
         written_by = "Keras 2"
-        custom_objects = {"Embedding": Embedding}
+        custom_objects = {
+            "Embedding": Embedding,
+            "LSTM": _without_time_major(keras.layers.LSTM),
+            "GRU": _without_time_major(keras.layers.GRU),
+        }
     with _quiet():
         try:
             model = keras.models.load_model(
@@ -71,6 +75,21 @@ def load(path, compile=False):
                 f"{path}: could not load the model: {_first_line(error)}"
             ) from error
     return model, written_by
+
+
+def _without_time_major(layer_class):
+    """Makes `layer_class` from a Keras 2 config, less its `time_major` key.
+
+    Keras 2 wrote `time_major` in every LSTM and GRU config; Keras 3 rejects
+    it. The legacy loader calls a custom object without `from_config` with
+    the config as keyword arguments.
+    """
+
+    def from_keras2_config(**config):
+        config.pop("time_major", None)
+        return layer_class.from_config(config)
+
+    return from_keras2_config
 
 
 def embedding_rows(path):
@@ -192,8 +211,9 @@ def convert(source, destination, to="keras_embed", force=False):
         # as a legacy .h5 file's metrics); the model itself may.
         model, written_by = load(source, compile=False)
         notes.append(
-            "saved without its training configuration (loss, optimizer), "
-            f"which could not be restored: {error}"
+            "the training configuration (loss, optimizer) in "
+            f"{source} does not load in Keras 3, so {destination} has none "
+            f"({_first_line(error.__cause__)})"
         )
     before = migration.embedding_layers(model)
     if not before:
