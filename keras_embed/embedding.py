@@ -13,6 +13,7 @@ from keras_embed import input_length as input_length_rules
 from keras_embed.ids import checked as checked_ids
 from keras_embed.ids import nan_rows_for_bad_ids
 from keras_embed.lora import LoraMixin
+from keras_embed.optimizers import is_updated_by_rows
 from keras_embed.quantization import QuantizationMixin
 
 
@@ -206,7 +207,13 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
         if self.quantization_mode:
             rows = self._dequantized_rows(ids)
         else:
-            rows = tf.gather(self._embeddings, ids)
+            # Read the table as its optimizer writes it. After row updates
+            # (LazyAdam's scatters) TensorFlow copies the whole table on each
+            # dense read; after a row read it copies it on each dense update.
+            table = self._embeddings
+            if is_updated_by_rows(table):
+                table = table.value  # The tf.Variable: a row (sparse) read.
+            rows = tf.gather(table, ids)
         if self.lora_enabled:
             rows = ops.add(rows, self._lora_rows(ids))
         return rows

@@ -142,6 +142,7 @@ class LazyAdam(keras.optimizers.Optimizer):
         super().build(var_list)
         self._momentums, self._velocities, self._velocity_hats = [], [], []
         for variable in var_list:
+            mark_updated_by_rows(variable)
             # Keras assigns `overwrite_with_gradient` variables their
             # gradient: they need no slots.
             needs_slots = not getattr(variable, "overwrite_with_gradient", False)
@@ -286,6 +287,31 @@ class LazyAdam(keras.optimizers.Optimizer):
             "epsilon": self.epsilon,
             "amsgrad": self.amsgrad,
         }
+
+
+# TensorFlow keeps a variable's buffer in place for reads and updates of one
+# kind: once rows of it have been written with a scatter (or read with a
+# sparse gather), every dense read and every dense update copies the whole
+# variable first, and stays so. An embedding table should be read by rows when
+# its optimizer writes it by rows (as LazyAdam does) and densely otherwise.
+_UPDATED_BY_ROWS = "_keras_embed_updated_by_rows"
+
+
+def mark_updated_by_rows(variable):
+    """Marks `variable` as written row by row by its optimizer.
+
+    `keras_embed.Embedding` then looks rows up with a sparse read of the
+    variable (a `ResourceGather`), which does not copy the table. `LazyAdam`
+    marks its variables when it is built: before the first trace of the
+    training step in `fit`; in a custom `tf.function` loop, call
+    `optimizer.build(model.trainable_variables)` before the first step.
+    """
+    setattr(variable, _UPDATED_BY_ROWS, True)
+
+
+def is_updated_by_rows(variable):
+    """Whether `mark_updated_by_rows(variable)` was called."""
+    return getattr(variable, _UPDATED_BY_ROWS, False)
 
 
 def summed_duplicates(slices):

@@ -11,6 +11,7 @@ from tensorflow.python.framework import indexed_slices as indexed_slices_module
 
 import keras_embed
 from keras_embed.optimizers import LazyAdam
+from keras_embed.optimizers import is_updated_by_rows
 from keras_embed.optimizers import summed_duplicates
 
 VOCABULARY, WIDTH = 12, 3
@@ -437,21 +438,52 @@ def test_eager_gradient_tape_loop_matches_reference(rng):
     np.testing.assert_allclose(layer.embeddings.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_lookup_reads_only_the_looked_up_rows():
-    # A dense read of a table that a scatter has written copies the whole
-    # table in TensorFlow; the lookup must be a sparse read (ResourceGather).
-    layer = keras_embed.Embedding(VOCABULARY, WIDTH)
-    layer.build()
+def lookup_reads(layer):
+    """The table reads in the graph of a lookup: (row reads, whole reads)."""
     graph = tf.function(layer).get_concrete_function(
         tf.TensorSpec((None, 4), tf.int32)
     ).graph
-    types = [op.type for op in graph.get_operations()]
-    assert "ResourceGather" in types
-    full_reads = [
-        op for op in graph.get_operations()
+    operations = graph.get_operations()
+    row_reads = [op for op in operations if op.type == "ResourceGather"]
+    whole_reads = [
+        op for op in operations
         if op.type == "ReadVariableOp" and op.outputs[0].shape == (VOCABULARY, WIDTH)
     ]
-    assert full_reads == []
+    return len(row_reads), len(whole_reads)
+
+
+def test_lookup_reads_rows_of_a_table_that_lazy_adam_updates():
+    # After a scatter TensorFlow copies the whole table on each dense read;
+    # after a row read, on each dense update. So the lookup reads the table as
+    # its optimizer writes it: densely, as stock does, unless LazyAdam does.
+    layer = keras_embed.Embedding(VOCABULARY, WIDTH)
+    layer.build()
+    assert lookup_reads(layer) == (0, 1)
+    assert not is_updated_by_rows(layer.embeddings)
+    LazyAdam().build([layer.embeddings])
+    assert is_updated_by_rows(layer.embeddings)
+    assert lookup_reads(layer) == (1, 0)
+
+
+class TraceRecorder(keras_embed.Embedding):
+    """Records, at each trace, whether the table is marked as row-updated."""
+
+    traces = []
+
+    def call(self, inputs):
+        self.traces.append(is_updated_by_rows(self.embeddings))
+        return super().call(inputs)
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["LazyAdam", "LossScaleOptimizer"])
+def test_fit_traces_the_lookup_after_lazy_adam_is_built(rng, wrap):
+    TraceRecorder.traces = []
+    optimizer = LazyAdam()
+    if wrap:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model = pooled_model(TraceRecorder(VOCABULARY, WIDTH), optimizer)
+    model.fit(rng.integers(VOCABULARY, size=(8, 4)), rng.normal(size=(8, 1)), verbose=0)
+    assert TraceRecorder.traces[-1] is True
 
 
 def test_jit_compiled_fit_matches_graph_fit(rng):
