@@ -8,6 +8,7 @@ compares them with.
 
     python tests/distributed_worker.py mirrored OUT_DIR
     TF_CONFIG='{...}' python tests/distributed_worker.py multi_worker OUT_FILE
+    python tests/distributed_worker.py parameter_server OUT_FILE
 """
 
 import json
@@ -294,12 +295,92 @@ def run_multi_worker(out_file):
     np.savez(out_file, **results)
 
 
+def _free_loopback_port():
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_parameter_server(out_file):
+    """A parameter-server cluster (2 workers, 2 parameter servers, all in
+    this process, on loopback ports) with the table split by rows over the
+    2 servers. Records the ops a lookup runs (or why it cannot), and trains
+    one step with ids `[1, 39, 1]`."""
+    cluster = tf.train.ClusterSpec(
+        {
+            job: [f"127.0.0.1:{_free_loopback_port()}" for _ in range(2)]
+            for job in ("worker", "ps")
+        }
+    )
+    servers = [  # noqa: F841 (kept alive until the process ends)
+        tf.distribute.Server(
+            cluster, job_name=job, task_index=index, protocol="grpc"
+        )
+        for job in ("worker", "ps")
+        for index in range(2)
+    ]
+    strategy = tf.distribute.experimental.ParameterServerStrategy(
+        tf.distribute.cluster_resolver.SimpleClusterResolver(
+            cluster, rpc_layer="grpc"
+        ),
+        variable_partitioner=(
+            tf.distribute.experimental.partitioners.FixedShardsPartitioner(2)
+        ),
+    )
+    coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+    with strategy.scope():
+        layer = keras_embed.Embedding(VOCABULARY, DIM, name="table")
+        layer.build()
+        layer.embeddings.assign(initial_weights()[0])
+        # Keras cannot take a gradient with respect to a variable made of
+        # shards (it has no `handle`); its shards are plain variables.
+        shards = layer.embeddings.value.variables
+        optimizer = keras.optimizers.SGD(learning_rate=1.0)
+        optimizer.build(shards)
+    results = {
+        "shard_rows": np.array([shard.shape[0] for shard in shards]),
+        "shard_devices": np.array([shard.device for shard in shards]),
+    }
+    for rank in (1, 2):
+        key = f"lookup_rank_{rank}"
+        try:
+            results[f"{key}/ops"] = np.array(lookup_op_types(layer, rank))
+        except Exception as error:
+            results[f"{key}/error"] = np.array(f"{type(error).__name__}: {error}")
+
+    @tf.function
+    def step():
+        def replica_step():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(layer(tf.constant([1, 39, 1])))
+            gradients = tape.gradient(loss, shards)
+            optimizer.apply_gradients(zip(gradients, shards))
+
+        strategy.run(replica_step)
+
+    coordinator.schedule(step)
+    coordinator.join()
+    results["trained"] = np.concatenate([shard.numpy() for shard in shards])
+    np.savez(out_file, **results)
+
+
+def lookup_op_types(layer, rank):
+    """The types of the ops a lookup of ids of this rank runs, in a graph."""
+    spec = tf.TensorSpec([None] * rank, tf.int32)
+    graph = tf.function(layer).get_concrete_function(spec).graph
+    return sorted(op.type for op in graph.get_operations())
+
+
 def main(argv):
     mode, out = argv[1], argv[2]
     if mode == "mirrored":
         run_mirrored(out)
     elif mode == "multi_worker":
         run_multi_worker(out)
+    elif mode == "parameter_server":
+        run_parameter_server(out)
     else:
         raise SystemExit(f"Unknown mode: {mode!r}.")
 
