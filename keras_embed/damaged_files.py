@@ -110,25 +110,32 @@ def _diagnose_hdf5(source, size):
         file = h5py.File(source, "r")
     except Exception as error:  # h5py raises OSError, KeyError, ...
         return _hdf5_open_error(error, size)
-    broken = []
-
-    def read(name, item):
-        if broken:
-            return
-        try:
-            if isinstance(item, h5py.Dataset):
-                item[()]
-            dict(item.attrs)
-        except Exception as error:
-            broken.append(f"its HDF5 object '{name}' cannot be read ({_text(error)})")
-
     try:
         with file:
             dict(file.attrs)
-            file.visititems(read)
+            return _unreadable_object(file, "")
     except Exception as error:
-        broken.append(f"its HDF5 structure cannot be read ({_text(error)})")
-    return broken[0] if broken else None
+        return f"its HDF5 structure cannot be read ({_text(error)})"
+
+
+def _unreadable_object(group, prefix):
+    """The first object under `group` h5py cannot read, described; or None."""
+    import h5py
+
+    for key in group.keys():  # Names come from the group, not the objects.
+        path = f"{prefix}{key}"
+        try:
+            item = group[key]
+            dict(item.attrs)
+            if isinstance(item, h5py.Dataset):
+                item[()]
+        except Exception as error:
+            return f"its HDF5 object '{path}' cannot be read ({_text(error)})"
+        if isinstance(item, h5py.Group):
+            found = _unreadable_object(item, f"{path}/")
+            if found is not None:
+                return found
+    return None
 
 
 def _hdf5_open_error(error, size):

@@ -67,7 +67,9 @@ def checked(ids, input_dim, layer_name):
     if dtype.is_integer and dtype.size < 4:
         values = tf.cast(values, tf.int32)  # Exact, as stock's cast.
     if tf.executing_eagerly():
-        _check_now(values.numpy(), input_dim, layer_name)
+        # NumPy has no bfloat16 of its own; float32 holds every value.
+        exact = tf.cast(values, tf.float32) if dtype == tf.bfloat16 else values
+        _check_now(exact.numpy(), input_dim, layer_name)
     elif not in_xla_context():
         values = _check_when_run(values, input_dim, layer_name)
     if values.dtype not in (tf.int32, tf.int64):
@@ -152,6 +154,8 @@ def _check_now(values, input_dim, layer_name):
         bad |= ~(np.floor(flat) == flat)  # NaN is not whole.
     first = flat[bad.argmax()]
     whole = flat.dtype.kind != "f" or np.floor(first) == first
+    if flat.dtype.kind == "f":  # As in graphs: 10 not 10.0, 1.7 not 1.70000005.
+        first = np.format_float_positional(first, trim="-")
     raise complete_error(tf.errors.InvalidArgumentError(
         None, None, _sentence(layer_name, input_dim, first, whole)
     ))
