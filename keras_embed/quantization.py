@@ -178,7 +178,7 @@ class QuantizationMixin:
             config = quantizers.Int4QuantizationConfig(block_size=asked_block_size)
         block_size = int4_block_size(self, config) if mode == "int4" else None
         codes, scale, zero = quantize_table(
-            self._embeddings, mode, config, block_size
+            ops.convert_to_tensor(self._embeddings), mode, config, block_size
         )
         self.quantization_config = config
         del self._embeddings
@@ -277,9 +277,9 @@ class QuantizationMixin:
         flat_ids = tf.reshape(ids, [-1])
         zero = getattr(self, "embeddings_zero", None)
         rows = dequantize_rows(
-            tf.gather(self._embeddings, flat_ids),
-            tf.gather(self.embeddings_scale, flat_ids),
-            None if zero is None else tf.gather(zero, flat_ids),
+            tf.gather(self._embeddings.value, flat_ids),
+            tf.gather(self.embeddings_scale.value, flat_ids),
+            None if zero is None else tf.gather(zero.value, flat_ids),
             getattr(self, "g_idx", None),
             self.quantization_mode,
             self.output_dim,
