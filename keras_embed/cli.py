@@ -93,7 +93,8 @@ def _parser():
         "bench",
         help="run the benchmark suite and write its plot",
         description="Runs the benchmark suite (keras_embed.benchmark) and "
-        "writes its results and plot. Options are passed on to it.",
+        "writes its results and plot. Options, and any others the suite "
+        "takes, are passed on to it.",
     )
     bench.add_argument(
         "--quick", action="store_true", help="a short run with small sizes"
@@ -140,13 +141,16 @@ def _bench(args):
     try:
         from keras_embed import benchmark
     except ImportError as error:
-        raise CommandError(f"the benchmark suite is not available: {error}")
+        raise CommandError(
+            f"the benchmark suite is not available: {error}"
+        ) from None
     forwarded = []
     if args.quick:
         forwarded.append("--quick")
     if args.output is not None:
         forwarded += ["--output", args.output]
-    return benchmark.main(forwarded)
+    status = benchmark.main(forwarded + args.passed_on)
+    return 0 if status is None else status
 
 
 COMMANDS = {
@@ -164,7 +168,11 @@ def main(argv=None):
         The exit status: 0 on success, 1 on a user error, 2 on a usage error.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.passed_on = unknown
     try:
         return COMMANDS[args.command](args)
     except CommandError as error:

@@ -236,8 +236,8 @@ def convert(source, destination, to="keras_embed", force=False):
         change = (f"{old_name} -> {new_name}" if old_name != new_name
                   else f"{new_name} (unchanged)")
         lines.append(f"  {name:<{width}}  {change}")
+    notes += _save_atomically(new_model, destination, extension)
     lines += [f"  note: {note}" for note in notes]
-    _save_atomically(new_model, destination, extension)
     size = os.path.getsize(destination) / 1e6
     lines.append(f"Wrote {destination} ({_megabytes(size)} MB)")
     return lines
@@ -254,9 +254,12 @@ def _save_atomically(model, destination, extension):
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(temporary, 0o666 & ~umask)
+    notes = []
     try:
         with _quiet():
             model.save(temporary, overwrite=True)
+            if extension == ".h5" and model.compiled:
+                notes += _check_h5_training_config(model, temporary)
         os.replace(temporary, destination)
     except Exception as error:
         with contextlib.suppress(OSError):
@@ -264,6 +267,24 @@ def _save_atomically(model, destination, extension):
         raise SavedModelError(
             f"{destination}: could not save the model: {_first_line(error)}"
         ) from error
+    return notes
+
+
+def _check_h5_training_config(model, path):
+    """Keras 3 writes some training configurations to .h5 that it cannot
+    read back (a loss given as "mse", for one). Reads the file back; if it
+    does not load, saves it again without them and says so."""
+    try:
+        keras.models.load_model(path)
+    except Exception as error:  # Keras raises many kinds here.
+        model.save(path, overwrite=True, include_optimizer=False)
+        return [
+            "Keras 3 cannot read back the training configuration (loss, "
+            f"optimizer) it writes to .h5 for this model "
+            f"({_first_line(error)}), so it is left out; save as .keras to "
+            "keep it"
+        ]
+    return []
 
 
 def _extension(path):
