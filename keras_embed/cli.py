@@ -144,6 +144,13 @@ def _bench(args):
         raise CommandError(
             f"the benchmark suite is not available: {error}"
         ) from None
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise CommandError(
+            "the benchmark suite draws its plot with matplotlib, which is not "
+            "installed: pip install 'keras-embed[bench]'"
+        )
     forwarded = []
     if args.quick:
         forwarded.append("--quick")

@@ -201,6 +201,17 @@ def test_errors_are_one_line_on_stderr_without_a_traceback(files, tmp_path):
     assert open(out).read() == "mine"
 
 
+def test_bench_quick_writes_its_results_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")  # The `bench` extra.
+    pytest.importorskip("keras_embed.benchmark")
+    result = run("bench", "--quick", "--output", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "Training step" in result.stdout
+    assert sorted(os.listdir(tmp_path)) == ["benchmark.json", "benchmark.png"]
+    with open(tmp_path / "benchmark.png", "rb") as file:
+        assert file.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 def test_demo_runs_end_to_end(tmp_path):
     result = run("demo", "--output", str(tmp_path), "--epochs", "3")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -388,6 +399,16 @@ def test_bench_passes_its_options_on(capsys, monkeypatch):
     assert calls == [["--quick", "--output", "results", "--repeats", "2"]]
     main(capsys, "bench")
     assert calls[-1] == []
+
+
+def test_bench_without_matplotlib(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, _, err = main(capsys, "bench", "--quick")
+    assert (code, err) == (
+        1,
+        "keras-embed bench: error: the benchmark suite draws its plot with matplotlib, "
+        "which is not installed: pip install 'keras-embed[bench]'\n",
+    )
 
 
 def test_bench_without_the_suite(capsys, monkeypatch):
