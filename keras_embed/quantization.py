@@ -172,13 +172,13 @@ class QuantizationMixin:
             raise self._quantization_mode_error(mode)
         policy = self.dtype_policy
         asked_block_size = getattr(_own_policy(self), "block_size", None)
-        if mode == "int4" and asked_block_size is not None:
+        if policy.quantization_mode == "int4" and asked_block_size is not None:
             # Reached from `layer.dtype_policy = "int4/64_from_float32"`:
             # Keras passes a default config, the policy says what was asked.
             config = quantizers.Int4QuantizationConfig(block_size=asked_block_size)
         block_size = int4_block_size(self, config) if mode == "int4" else None
         codes, scale, zero = quantize_table(
-            ops.convert_to_tensor(self._embeddings), mode, config, block_size
+            tf.convert_to_tensor(self._embeddings), mode, config, block_size
         )
         self.quantization_config = config
         del self._embeddings
