@@ -211,9 +211,18 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
             # (LazyAdam's scatters) TensorFlow copies the whole table on each
             # dense read; after a row read it copies it on each dense update.
             table = self._embeddings
-            if is_updated_by_rows(table):
-                table = table.value  # The tf.Variable: a row (sparse) read.
-            rows = tf.gather(table, ids)
+            sharded = tf.__internal__.distribute.ShardedVariable
+            if isinstance(table.value, sharded):
+                # Split by rows (ParameterServerStrategy's partitioner): gather
+                # from each shard, which takes 1-D ids; a dense read would
+                # concatenate the whole table. See docs/scaling.md.
+                rows = tf.gather(table.value, tf.reshape(ids, [-1]))
+                shape = tf.concat([tf.shape(ids), [self.output_dim]], 0)
+                rows = tf.reshape(rows, shape)
+            else:
+                if is_updated_by_rows(table):
+                    table = table.value  # The tf.Variable: a row read.
+                rows = tf.gather(table, ids)
         if self.lora_enabled:
             rows = ops.add(rows, self._lora_rows(ids))
         return rows

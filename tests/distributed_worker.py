@@ -298,7 +298,7 @@ def run_parameter_server(out_file):
     """A parameter-server cluster (2 workers, 2 parameter servers, all in
     this process, on loopback ports) with the table split by rows over the
     2 servers. Records the ops a lookup runs (or why it cannot), and trains
-    one step with ids `[1, 39, 1]`."""
+    one step with ids `[[1, 39, 1]]`."""
     cluster = tf.train.ClusterSpec(
         {
             job: [f"127.0.0.1:{free_loopback_port()}" for _ in range(2)]
@@ -321,40 +321,54 @@ def run_parameter_server(out_file):
         ),
     )
     coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
-    with strategy.scope():
-        layer = keras_embed.Embedding(VOCABULARY, DIM, name="table")
-        layer.build()
-        layer.embeddings.assign(initial_weights()[0])
-        # Keras cannot take a gradient with respect to a variable made of
-        # shards (it has no `handle`); its shards are plain variables.
-        shards = layer.embeddings.value.variables
-        optimizer = keras.optimizers.SGD(learning_rate=1.0)
-        optimizer.build(shards)
-    results = {
-        "shard_rows": np.array([shard.shape[0] for shard in shards]),
-        "shard_devices": np.array([shard.device for shard in shards]),
-    }
-    for rank in (1, 2):
-        key = f"lookup_rank_{rank}"
-        try:
-            results[f"{key}/ops"] = np.array(lookup_op_types(layer, rank))
-        except Exception as error:
-            results[f"{key}/error"] = np.array(f"{type(error).__name__}: {error}")
+    results = {}
+    for name in ("sgd", "lazy_adam"):
+        with strategy.scope():
+            layer = keras_embed.Embedding(VOCABULARY, DIM, name="table")
+            layer.build()
+            layer.embeddings.assign(initial_weights()[0])
+            # Keras cannot take a gradient with respect to a variable made
+            # of shards (it has no `handle`); its shards are plain variables.
+            shards = layer.embeddings.value.variables
+            optimizer = make_optimizer(name)
+            optimizer.build(shards)
+        results[f"{name}/shard_rows"] = np.array([s.shape[0] for s in shards])
+        # The table's shards, then the optimizer's (a slot lives with its
+        # shard), as "job:task".
+        results[f"{name}/devices"] = np.array(
+            [_job_and_task(v.device) for v in shards]
+            + [_job_and_task(v.value.device) for v in optimizer.variables
+               if v.shape.rank == 2]
+        )
+        for rank in (1, 2):
+            key = f"{name}/lookup_rank_{rank}"
+            try:
+                results[f"{key}/ops"] = np.array(lookup_op_types(layer, rank))
+            except Exception as error:
+                results[f"{key}/error"] = np.array(f"{error!r}")
+        coordinator.schedule(_parameter_server_step(strategy, layer, optimizer, shards))
+        coordinator.join()
+        results[f"{name}/trained"] = np.concatenate([s.numpy() for s in shards])
+    np.savez(out_file, **results)
 
+
+def _job_and_task(device):
+    spec = tf.DeviceSpec.from_string(device)
+    return f"{spec.job}:{spec.task}"
+
+
+def _parameter_server_step(strategy, layer, optimizer, shards):
     @tf.function
     def step():
         def replica_step():
             with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(layer(tf.constant([1, 39, 1])))
+                loss = tf.reduce_sum(layer(tf.constant([[1, 39, 1]])))
             gradients = tape.gradient(loss, shards)
             optimizer.apply_gradients(zip(gradients, shards))
 
         strategy.run(replica_step)
 
-    coordinator.schedule(step)
-    coordinator.join()
-    results["trained"] = np.concatenate([shard.numpy() for shard in shards])
-    np.savez(out_file, **results)
+    return step
 
 
 def lookup_op_types(layer, rank):

@@ -304,34 +304,45 @@ def parameter_server(tmp_path_factory):
         return dict(arrays)
 
 
-def test_parameter_server_strategy_splits_the_table_by_rows(parameter_server):
-    np.testing.assert_array_equal(parameter_server["shard_rows"], [20, 20])
-    assert [str(device) for device in parameter_server["shard_devices"]] == [
-        f"/job:ps/replica:0/task:{task}/device:CPU:0" for task in (0, 1)
-    ]
+PARAMETER_SERVER_OPTIMIZERS = ("sgd", "lazy_adam")
 
 
-def test_parameter_server_strategy_trains_one_id_per_example(parameter_server):
-    change = parameter_server["trained"] - worker.initial_weights()[0]
-    # ids [1, 39, 1], loss sum(vectors), SGD with learning rate 1: row 1
-    # (first server) moves by -2, row 39 (second server) by -1.
+@pytest.mark.parametrize("optimizer", PARAMETER_SERVER_OPTIMIZERS)
+def test_parameter_server_strategy_splits_table_and_slots_by_rows(
+    parameter_server, optimizer
+):
+    np.testing.assert_array_equal(parameter_server[f"{optimizer}/shard_rows"], [20, 20])
+    # The table's 2 shards, then each slot next to its shard: LazyAdam's
+    # two moments of shard 0 on server 0, those of shard 1 on server 1.
+    expected = {"sgd": ["ps:0", "ps:1"], "lazy_adam": ["ps:0", "ps:1"] + ["ps:0"] * 2 + ["ps:1"] * 2}
+    assert parameter_server[f"{optimizer}/devices"].tolist() == expected[optimizer]
+
+
+@pytest.mark.parametrize("optimizer", PARAMETER_SERVER_OPTIMIZERS)
+def test_parameter_server_strategy_trains_a_sharded_table(parameter_server, optimizer):
+    change = parameter_server[f"{optimizer}/trained"] - worker.initial_weights()[0]
+    # ids [[1, 39, 1]], loss sum(vectors): row 1 (first server) has gradient
+    # 2, row 39 (second server) gradient 1. SGD (learning rate 0.1) moves them
+    # by -0.2 and -0.1; LazyAdam's first step by -lr * g / (|g| + eps').
+    epsilon = 1e-7 / np.sqrt(1 - 0.999)
     expected = np.zeros_like(change)
-    expected[1], expected[39] = -2.0, -1.0
+    if optimizer == "sgd":
+        expected[1], expected[39] = -0.2, -0.1
+    else:
+        expected[1], expected[39] = -0.01 * 2 / (2 + epsilon), -0.01 / (1 + epsilon)
     np.testing.assert_allclose(change, expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("optimizer", PARAMETER_SERVER_OPTIMIZERS)
 @pytest.mark.parametrize("rank", [1, 2])
-def test_parameter_server_lookup_reads_only_the_rows_it_needs(parameter_server, rank):
+def test_parameter_server_lookup_reads_only_the_rows_it_needs(
+    parameter_server, optimizer, rank
+):
     """A row-sharded table pays off only if a lookup gathers rows from each
     shard (`ResourceGather`), not if it reads every shard whole
     (`ReadVariableOp`) and concatenates them into the full table."""
-    key = f"lookup_rank_{rank}"
-    error = str(parameter_server.get(f"{key}/error", ""))
-    ops = [str(op) for op in parameter_server.get(f"{key}/ops", [])]
-    if error or "ReadVariableOp" in ops:
-        assert not error or "indices must be 1D" in error, error
-        pytest.xfail(
-            "our layer reads a row-sharded table whole: it needs a "
-            "ShardedVariable branch in `_look_up` (docs/scaling.md)"
-        )
+    key = f"{optimizer}/lookup_rank_{rank}"
+    assert f"{key}/error" not in parameter_server, parameter_server.get(f"{key}/error")
+    ops = [str(op) for op in parameter_server[f"{key}/ops"]]
     assert ops.count("ResourceGather") == 2, ops  # one per shard
+    assert "ReadVariableOp" not in ops, ops
