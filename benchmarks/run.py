@@ -1,0 +1,11 @@
+"""Runs the keras_embed benchmarks: `python benchmarks/run.py [--quick] [--output DIR]`.
+
+See benchmarks/README.md, and `keras_embed/benchmark.py` for what is measured.
+"""
+
+import sys
+
+from keras_embed.benchmark import main
+
+if __name__ == "__main__":
+    sys.exit(main())
