@@ -282,6 +282,17 @@ def test_inspect_and_convert_errors(files, tmp_path, capsys, name, message):
     assert not os.path.exists(tmp_path / "out.keras")
 
 
+def test_a_file_keras_cannot_load_is_one_line(tmp_path, capsys):
+    path = str(tmp_path / "unknown.keras")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", '{"class_name": "NoSuchModel", "config": {}}')
+        archive.writestr("metadata.json", '{"keras_version": "3.15.1"}')
+    code, out, err = main(capsys, "inspect", path)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"keras-embed inspect: error: {path}: could not load the model: ")
+    assert err.count("\n") == 1
+
+
 def test_convert_refuses_bad_outputs(files, tmp_path, capsys):
     source = files["stock.keras"]
     cases = [
