@@ -173,10 +173,13 @@ def _stock_argument_names():
 def _to_stock(layer):
     """A stock layer from our layer's config, and the settings dropped."""
     allowed = _stock_argument_names()
+    defaults = Embedding(1, 1).get_config()
     config = layer.get_config()
     kept = {k: v for k, v in config.items() if k in allowed}
+    # Settings left at their defaults lose nothing; only the others are news.
     dropped = {
-        k: v for k, v in config.items() if k not in allowed and v is not None
+        k: v for k, v in config.items()
+        if k not in allowed and v != defaults.get(k)
     }
     return keras.layers.Embedding.from_config(kept), dropped
 
