@@ -183,10 +183,7 @@ class QuantizationMixin:
         self.quantization_config = config
         del self._embeddings
         self.quantized_build((self.input_dim, self.output_dim), mode, config)
-        self._embeddings.assign(codes)
-        self.embeddings_scale.assign(scale)
-        if zero is not None:
-            self.embeddings_zero.assign(zero)
+        self._assign_quantized(codes, scale, zero)
         if policy.quantization_mode is None:
             if mode == "int4":
                 mode = f"int4/{-1 if block_size is None else block_size}"
@@ -267,6 +264,9 @@ class QuantizationMixin:
             self.quantization_config,
             block_size,
         )
+        self._assign_quantized(codes, scale, zero)
+
+    def _assign_quantized(self, codes, scale, zero):
         self._embeddings.assign(codes)
         self.embeddings_scale.assign(scale)
         if zero is not None:

@@ -103,7 +103,7 @@ def dequantization_bound(table, layout):
     values beyond that range are clipped to its nearest end.
     """
     mode, config = LAYOUTS[layout]
-    block_size = quantization.int4_block_size(None, config) if config else 128
+    block_size = config.block_size if config else 128  # Keras's default
     if mode == "int8":
         return np.abs(table).max(axis=1, keepdims=True) / 127 / 2
     if not quantization.is_grouped(block_size):
