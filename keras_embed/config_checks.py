@@ -26,9 +26,13 @@ _SMALL_TABLE_BYTES = 2**30
 _QUANTIZED_BYTES = {"int8": 1.0, "float8": 1.0, "int4": 0.5}
 
 
-class InvalidConfigError(ValueError):
+class InvalidConfigError(ValueError, TypeError):
     """An argument or config field of the wrong kind or size; the message
-    names the layer and the field."""
+    names the layer and the field.
+
+    A `ValueError`, as stock's constructor raises, and a `TypeError`, as
+    stock's `from_config` raises for the same fields.
+    """
 
 
 def check_size(layer_name, field, value):

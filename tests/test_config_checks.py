@@ -34,6 +34,11 @@ def test_bad_sizes_name_the_layer_and_the_field(field, value):
         f"Received: {field}={value!r} (of type {type(value).__name__})."
     )
     assert isinstance(error.value, ValueError)  # As stock raises.
+    # Stock's from_config raises a TypeError: ours is one too, message first.
+    config = {**keras_embed.Embedding(5, 5).get_config(), field: value, "name": "words"}
+    with pytest.raises(TypeError) as error:
+        keras_embed.Embedding.from_config(config)
+    assert _first_line(error).startswith(f"Embedding layer 'words': `{field}` must be a positive integer.")
 
 
 @pytest.mark.parametrize("value", ["false", "True", 1, 0, None, [True]])

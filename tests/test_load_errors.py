@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import keras_embed
-from keras_embed import damaged_files
-from keras_embed.damaged_files import DamagedModelFileError
+from keras_embed import load_errors
+from keras_embed.load_errors import DamagedModelFileError
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def _load_error(path):
 def test_intact_files_load_as_before(saved):
     folder, ids, expected = saved
     for name in ("model.keras", "model.h5"):
-        assert damaged_files.diagnose(folder / name) is None
+        assert load_errors.diagnose(folder / name) is None
         model = keras.models.load_model(folder / name)
         np.testing.assert_array_equal(model.predict(ids, verbose=0), expected)
 
@@ -131,13 +131,13 @@ def test_errors_from_intact_files_pass_unchanged(saved, tmp_path):
         keras.models.load_model(missing)
     assert not isinstance(error.value, DamagedModelFileError)
     # An intact file whose layer Keras cannot find: Keras's own error.
-    @keras.saving.register_keras_serializable(package="test_damaged_files")
+    @keras.saving.register_keras_serializable(package="test_load_errors")
     class Unknown(keras.layers.Dense):
         pass
 
     model = keras.Sequential([keras.Input((3,)), Unknown(1)])
     model.save(tmp_path / "custom.keras")
-    del keras.saving.get_custom_objects()["test_damaged_files>Unknown"]
+    del keras.saving.get_custom_objects()["test_load_errors>Unknown"]
     with pytest.raises(TypeError, match="Could not locate class 'Unknown'") as error:
         keras.models.load_model(tmp_path / "custom.keras")
     assert not isinstance(error.value, DamagedModelFileError)
@@ -147,5 +147,5 @@ def test_both_public_names_are_wrapped_once():
     assert keras.models.load_model is not keras.src.saving.saving_api.load_model
     assert keras.saving.load_model._keras_embed_explained
     assert keras.models.load_model.__wrapped__ is keras.src.saving.saving_api.load_model
-    damaged_files.install()
+    load_errors.install()
     assert keras.models.load_model.__wrapped__ is keras.src.saving.saving_api.load_model

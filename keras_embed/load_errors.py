@@ -1,27 +1,31 @@
-"""Damaged model files: which file, and what is wrong with it.
+"""Why a model does not load, said first: damaged files, bad layer configs.
 
-When `keras.models.load_model` fails on a `.keras` or `.h5` file that was cut
-short or corrupted, stock Keras reports it as it stumbles on it: "File not
-found" for a truncated `.keras` file that is there, "Bad CRC-32 for file
-'model.weights.h5'" without the path, or an HDF5 `KeyError`. `install` wraps
-`keras.models.load_model` (and `keras.saving.load_model`, the same function)
-so that when loading fails, the file is examined; if it is damaged, the
-error says so:
+`install` wraps `keras.models.load_model` (and `keras.saving.load_model`, the
+same function). When loading fails:
 
-    DamagedModelFileError: Cannot load 'model.keras': the file is cut short
-    (8,460 bytes): a .keras file is a zip archive, and this one has no zip
-    directory at its end. Was it truncated (an interrupted copy or
-    download)?
+- if the file was cut short or corrupted, the error says which file and
+  what is wrong with it, where stock Keras reports it as it stumbles on it
+  ("File not found" for a truncated `.keras` file that is there, "Bad
+  CRC-32 for file 'model.weights.h5'" without the path, an HDF5
+  `KeyError`):
 
-chained to Keras's own error. A load that succeeds, or fails on an intact
-file (a bad config, a missing custom object), is left exactly as it was.
-Code that imported `load_model` by name before `keras_embed` was imported
-keeps the stock function.
+      DamagedModelFileError: Cannot load 'model.keras': the file is cut
+      short (8,460 bytes): a .keras file is a zip archive, and this one has
+      no zip directory at its end. Was it truncated (an interrupted copy or
+      download)?
+
+- if an `Embedding` config in it has a bad field, our error naming the
+  layer and the field is raised as it is, not under Keras's
+  "... could not be deserialized properly" and the whole config.
+
+A damaged file's error has Keras's chained. A load that succeeds, or fails for another
+reason, is left exactly as it was. Code that imported `load_model` by name
+before `keras_embed` was imported keeps the stock function.
 
 Example:
 
->>> from keras_embed import damaged_files
->>> damaged_files.diagnose("model.keras") is None  # doctest: +SKIP
+>>> from keras_embed import load_errors
+>>> load_errors.diagnose("model.keras") is None  # doctest: +SKIP
 True
 """
 
@@ -34,6 +38,8 @@ import zipfile
 import zlib
 
 import keras
+
+from keras_embed.config_checks import InvalidConfigError
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -166,6 +172,10 @@ def _explained(load_model):
         try:
             return load_model(filepath, *args, **kwargs)
         except Exception as error:
+            config_error = _config_error_in(error)
+            if config_error is not None:
+                # Keras's wrappers add only the config, already in ours.
+                raise config_error from None
             try:
                 damage = diagnose(filepath)
             except Exception:  # Examining must never hide Keras's error.
@@ -179,6 +189,17 @@ def _explained(load_model):
 
     explained_load_model._keras_embed_explained = True
     return explained_load_model
+
+
+def _config_error_in(error):
+    """Our config error among the errors Keras raised `error` from."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, InvalidConfigError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def install():
