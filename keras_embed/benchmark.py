@@ -21,8 +21,8 @@ Usage (`--quick`: a small configuration in under a minute):
     python benchmarks/run.py [--quick] [--output DIR]
     keras-embed bench [--quick] [--output DIR]
 
-It prints a table and writes `benchmark.json` and `benchmark.png` to DIR
-(default `benchmarks/results`).
+It prints Markdown tables and writes them (`benchmark.md`) with
+`benchmark.json` and `benchmark.png` to DIR (default `benchmarks/results`).
 """
 
 import argparse
@@ -66,7 +66,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="a small configuration that runs in under a minute")
     parser.add_argument("--output", default=os.path.join("benchmarks", "results"),
-                        help="folder for benchmark.json and benchmark.png "
+                        help="folder for benchmark.json, .md and .png "
                              "(default: %(default)s)")
     arguments = parser.parse_args(argv)
     run(quick=arguments.quick, output=arguments.output)
@@ -74,12 +74,12 @@ def main(argv=None):
 
 
 def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None):
-    """Runs every measurement, writes JSON and PNG to `output`, prints a table.
+    """Runs every measurement, prints tables, writes them, JSON and a PNG.
 
     Args:
         quick: the small configuration (`QUICK`) instead of `FULL`.
-        output: folder for `benchmark.json` and `benchmark.png`, or `None`
-            to write nothing.
+        output: folder for `benchmark.json`, `benchmark.md` and
+            `benchmark.png`, or `None` to write nothing.
         progress: called with a line of text for each step done; defaults to
             printing to stderr.
 
@@ -117,13 +117,16 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
                  f"V={rows:,}: " + _medians(result))
     results["floors"] = floors(results)
     results["seconds"] = time.perf_counter() - started
-    print(format_tables(results), flush=True)
+    tables = format_tables(results)
+    print(tables, flush=True)
     if output is not None:
         os.makedirs(output, exist_ok=True)
         with open(os.path.join(output, "benchmark.json"), "w") as file:
             json.dump(results, file, indent=1)
+        with open(os.path.join(output, "benchmark.md"), "w") as file:
+            file.write(tables + "\n")
         plot(results, os.path.join(output, "benchmark.png"))
-        progress(f"wrote {output}/benchmark.json and benchmark.png "
+        progress(f"wrote {output}/benchmark.json, benchmark.md and benchmark.png "
                  f"({results['seconds']:.0f} s)")
     return results
 

@@ -43,7 +43,7 @@ def format_tables(results):
     lines += ["", "Floors:", ""]
     for check in results["floors"]:
         lines.append(f"- {'met' if check['met'] else 'NOT MET'}: {check['floor']} "
-                     f"(measured {check['value']:.2f})")
+                     f"(measured {check['value']:.3f})")
     return "\n".join(lines)
 
 
