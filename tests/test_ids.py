@@ -288,6 +288,9 @@ def test_xla_turns_rows_of_bad_ids_into_nan(layer):
     ragged = lookup(tf.ragged.constant([[1, 10], [2]]))
     assert np.isnan(ragged.flat_values[1]).all()
     np.testing.assert_array_equal(ragged.flat_values.numpy()[[0, 2]], table[[1, 2]])
+    sparse = lookup(tf.SparseTensor([[0, 0], [1, 2]], [4, 13], dense_shape=[2, 3])).numpy()
+    assert np.isnan(sparse[1, 2]).all()
+    np.testing.assert_array_equal(sparse[0], table[[4, 0, 0]])  # Missing entries: row 0.
 
 
 def test_xla_model_shows_bad_ids_as_nan_outputs_and_loss():
