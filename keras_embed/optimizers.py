@@ -305,6 +305,21 @@ def mark_updated_by_rows(variable):
     marks its variables when it is built: before the first trace of the
     training step in `fit`; in a custom `tf.function` loop, call
     `optimizer.build(model.trainable_variables)` before the first step.
+    Mark by hand a table trained by another optimizer that writes rows, such
+    as `keras.optimizers.SGD` without momentum.
+
+    Example:
+
+    >>> import keras_embed
+    >>> layer = keras_embed.Embedding(1000, 8)
+    >>> layer.build()
+    >>> mark_updated_by_rows(layer.embeddings)
+    >>> is_updated_by_rows(layer.embeddings)
+    True
+
+    Args:
+        variable: a `keras.Variable`, the table, before the training step is
+            traced.
     """
     setattr(variable, _UPDATED_BY_ROWS, True)
 

@@ -12,6 +12,7 @@ from tensorflow.python.framework import indexed_slices as indexed_slices_module
 import keras_embed
 from keras_embed.optimizers import LazyAdam
 from keras_embed.optimizers import is_updated_by_rows
+from keras_embed.optimizers import mark_updated_by_rows
 from keras_embed.optimizers import summed_duplicates
 
 VOCABULARY, WIDTH = 12, 3
@@ -463,6 +464,11 @@ def test_lookup_reads_rows_of_a_table_that_lazy_adam_updates():
     LazyAdam().build([layer.embeddings])
     assert is_updated_by_rows(layer.embeddings)
     assert lookup_reads(layer) == (1, 0)
+    # For another optimizer that writes rows (SGD without momentum), by hand.
+    other = keras_embed.Embedding(VOCABULARY, WIDTH)
+    other.build()
+    mark_updated_by_rows(other.embeddings)
+    assert lookup_reads(other) == (1, 0)
 
 
 class TraceRecorder(keras_embed.Embedding):
