@@ -9,7 +9,7 @@ travels with the graph.
 
 Cost: for integer ids, one reduce_max over the ids viewed as unsigned (a
 negative id is then larger than any `input_dim`), against a gather that
-writes `output_dim` values per id; in eager calls, a min and a max in NumPy.
+writes `output_dim` values per id; in eager calls, the same max in NumPy.
 Float ids also get a whole-number test.
 
 XLA (`jit_compile=True`) cannot raise an error from inside a compiled
@@ -69,7 +69,8 @@ def checked(ids, input_dim, layer_name):
     if tf.executing_eagerly():
         # NumPy has no bfloat16 of its own; float32 holds every value.
         exact = tf.cast(values, tf.float32) if dtype == tf.bfloat16 else values
-        _check_now(exact.numpy(), input_dim, layer_name)
+        # np.asarray reads a CPU tensor in place; .numpy() would copy it.
+        _check_now(np.asarray(exact), input_dim, layer_name)
     elif not in_xla_context():
         values = _check_when_run(values, input_dim, layer_name)
     if values.dtype not in (tf.int32, tf.int64):
@@ -146,9 +147,18 @@ def _check_now(values, input_dim, layer_name):
     flat = values.reshape(-1)
     if flat.size == 0:
         return
-    valid = flat.dtype.kind != "f" or bool((np.floor(flat) == flat).all())
-    if valid and flat.min() >= 0 and flat.max() < input_dim:
-        return
+    kind, bits = flat.dtype.kind, 8 * flat.dtype.itemsize
+    if kind == "i" and input_dim <= 2 ** (bits - 1):
+        # One pass over the ids, as in graphs: viewed as unsigned, every
+        # negative id is at least 2**(bits - 1), so at least input_dim.
+        if flat.view(f"u{flat.dtype.itemsize}").max() < input_dim:
+            return
+    elif kind == "u":
+        if flat.max() < input_dim:
+            return
+    elif kind == "f" and bool((np.floor(flat) == flat).all()):
+        if flat.min() >= 0 and flat.max() < input_dim:
+            return
     bad = ~((flat >= 0) & (flat < input_dim))
     if flat.dtype.kind == "f":
         bad |= ~(np.floor(flat) == flat)  # NaN is not whole.
