@@ -162,6 +162,8 @@ def _check_now(values, input_dim, layer_name):
     bad = ~((flat >= 0) & (flat < input_dim))
     if flat.dtype.kind == "f":
         bad |= ~(np.floor(flat) == flat)  # NaN is not whole.
+    if not bad.any():  # int32 ids and input_dim > 2**31: all in range.
+        return
     first = flat[bad.argmax()]
     whole = flat.dtype.kind != "f" or np.floor(first) == first
     if flat.dtype.kind == "f":  # As in graphs: 10 not 10.0, 1.7 not 1.70000005.
