@@ -37,6 +37,7 @@ import warnings
 import numpy as np
 
 from keras_embed.benchmark_report import format_tables
+from keras_embed.config_checks import available_memory_bytes
 from keras_embed.benchmark_report import plot
 
 BATCH, LENGTH = 256, 200
@@ -252,7 +253,7 @@ def measure_training(rows, repeats, rng):
     # Table and two slots per configuration, and about as much again for
     # dense Adam's temporaries: if all three do not fit, time one at a time.
     needed = len(makers) * 3 * rows * TRAIN_WIDTH * 4 + 3 * rows * TRAIN_WIDTH * 4
-    together = needed < 0.8 * _available_memory()
+    together = needed < 0.8 * (available_memory_bytes() or 8 * GIB)
     models, held, step_peak = {}, {}, {}
 
     def build(name):
@@ -300,17 +301,6 @@ def measure_training(rows, repeats, rng):
         "lazy_speedup_vs_stock_adam":
             seconds["stock + Adam"] / seconds["ours + LazyAdam"],
     }
-
-
-def _available_memory():
-    try:
-        with open("/proc/meminfo") as file:
-            for line in file:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 * GIB
 
 
 def floors(results):

@@ -131,14 +131,37 @@ def install_sequential_input(layer_class):
     of shape `(None, *input_length)` goes in front of it. Integer, not
     float32: float32 cannot hold ids of 2**24 and above, and a served model
     should take the ids it looks up.
+
+    We also wrap `Sequential.build`: an explicit `model.build(shape)` then
+    replaces that automatic input with an integer one of the shape asked
+    for, as Keras 3 builds a model with no input (Keras 2 ignored it). The
+    layer itself still checks the shape against its `input_length`.
     """
     stock_add = keras.Sequential.add
+    stock_build = keras.Sequential.build
 
     def add(model, layer, rebuild=True):
         if not model._layers and isinstance(layer, layer_class):
-            stock_add(model, layer._keras2_input_layer(), rebuild=False)
+            automatic = layer._keras2_input_layer()
+            automatic._keras_embed_automatic = True
+            stock_add(model, automatic, rebuild=False)
         return stock_add(model, layer, rebuild=rebuild)
 
-    add.__doc__ = stock_add.__doc__
-    add.__wrapped__ = stock_add
+    def build(model, input_shape=None):
+        first = model._layers[0] if model._layers else None
+        if (
+            getattr(first, "_keras_embed_automatic", False)
+            and isinstance(input_shape, (list, tuple))
+            and all(d is None or isinstance(d, int) for d in input_shape)
+            and tuple(input_shape) != first.batch_shape
+        ):
+            model._layers[0] = keras.layers.InputLayer(
+                batch_shape=tuple(input_shape), dtype="int32"
+            )
+        return stock_build(model, input_shape)
+
+    for wrapper, stock in ((add, stock_add), (build, stock_build)):
+        wrapper.__doc__ = stock.__doc__
+        wrapper.__wrapped__ = stock
     keras.Sequential.add = add
+    keras.Sequential.build = build

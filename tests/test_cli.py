@@ -207,7 +207,7 @@ def test_bench_quick_writes_its_results_and_plot(tmp_path):
     result = run("bench", "--quick", "--output", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "Training step" in result.stdout
-    assert sorted(os.listdir(tmp_path)) == ["benchmark.json", "benchmark.png"]
+    assert sorted(os.listdir(tmp_path)) == ["benchmark.json", "benchmark.md", "benchmark.png"]
     with open(tmp_path / "benchmark.png", "rb") as file:
         assert file.read(8) == b"\x89PNG\r\n\x1a\n"
 

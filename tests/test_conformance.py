@@ -55,29 +55,8 @@ def _whole_valid_ids(shape, *args, **kwargs):
     return tf.random.uniform(shape, 0, 10, dtype="int32")
 
 
-_SEQUENTIAL_BUILD = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Not our layer's lookup: `Sequential([Embedding(10, 16)])` gets an "
-        "int32 input of shape (None, None) at once (Keras 2's rule, "
-        "keras_embed/input_length.py), and Keras's `Sequential.build` then "
-        "refuses the `build((None, 3))` this case calls. Keras 2 ignored such "
-        "a build and Keras 3 accepts it; ours should too. `strict`: this "
-        "fails once that is fixed, so the mark goes with the fix."
-    ),
-)
-
-
 class EmbeddingTest(stock_suite.EmbeddingTest):
     """Keras's `EmbeddingTest`, with `layers.Embedding` bound to ours."""
-
-    @_SEQUENTIAL_BUILD
-    def test_quantize_int_int8(self):
-        super().test_quantize_int_int8()
-
-    @_SEQUENTIAL_BUILD
-    def test_quantize_int_int4(self):
-        super().test_quantize_int_int4()
 
     # The stock body, unchanged, but for one input. Its export check feeds
     # `tf.random.normal((32, 3))` as ids: stock truncates them toward zero and

@@ -150,3 +150,18 @@ def test_rank_that_disagrees_with_input_length_is_an_error():
 def test_invalid_input_length_is_rejected(value):
     with pytest.raises(ValueError, match=r"`input_length` must be a positive integer.*Received: input_length="):
         Embedding(10, 2, input_length=value)
+
+
+def test_explicit_build_replaces_the_automatic_input():
+    # Keras 3 lets `build` give a Sequential its input shape; the automatic
+    # (None, None) input of ours gives way to it, still integer.
+    model = keras.Sequential([Embedding(10, 4)])
+    model.build((None, 3))
+    assert model.input_shape == (None, 3) and model.inputs[0].dtype == "int32"
+    assert model.output_shape == (None, 3, 4)
+
+
+def test_explicit_build_that_disagrees_with_input_length_is_an_error():
+    model = keras.Sequential([Embedding(10, 4, input_length=5)])
+    with pytest.raises(ValueError, match=r"input_length=5, but received an input of shape \(None, 3\): axis 1 has length 3, expected 5"):
+        model.build((None, 3))
