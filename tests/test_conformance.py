@@ -27,6 +27,15 @@ STOCK_SUITE = os.path.join(
     os.path.dirname(keras.__file__), "src", "layers", "core", "embedding_test.py"
 )
 
+if not os.path.exists(STOCK_SUITE) and os.environ.get("CI") != "true":
+    # Some keras wheels (3.14, for one) ship without their tests. CI installs
+    # one that has them (3.15.1), and there a missing suite fails the run.
+    pytest.skip(
+        f"keras {keras.__version__} is installed without its tests "
+        f"({STOCK_SUITE} is missing)",
+        allow_module_level=True,
+    )
+
 
 def _load_stock_suite():
     spec = importlib.util.spec_from_file_location(
