@@ -194,7 +194,7 @@ def _run(directory, epochs, started, keep):
 
     elapsed = time.perf_counter() - started
     print("\nSummary")
-    print(f"   An Embedding maps each id to a row of a {len(vocabulary)} x {CLASSIFIER_WIDTH} "
+    print(f"   The classifier's Embedding maps each id to a row of a {len(vocabulary)} x {CLASSIFIER_WIDTH} "
           "table; mask_zero=True marks id 0 as padding.")
     print(f"   Classifier: {model.count_params():,} parameters, "
           f"{accuracy:.0%} held-out accuracy after {epochs} epochs.")
