@@ -166,11 +166,18 @@ class LazyAdam(keras.optimizers.Optimizer):
         """Applies `grads` (dense tensors or `tf.IndexedSlices`) to the
         variables, as `keras.optimizers.Optimizer.apply` does."""
         scale = self.loss_scale_factor
-        if scale is None:
-            return super().apply(grads, trainable_variables)
         # Keras unscales with `g / scale`, which `tf.IndexedSlices` lacks;
         # we unscale here, the same division, and hide the factor meanwhile.
-        grads = [_map_values(lambda g: g / scale, g) for g in grads]
+        if scale is not None:
+            grads = [_map_values(lambda g: g / scale, g) for g in grads]
+        # Repeated ids are summed once, here: clipping then sees exactly the
+        # nonzero rows of the dense gradient, and `update_step` one row per id.
+        grads = [
+            summed_duplicates(g) if isinstance(g, tf.IndexedSlices) else g
+            for g in grads
+        ]
+        if scale is None:
+            return super().apply(grads, trainable_variables)
         self.loss_scale_factor = None
         try:
             return super().apply(grads, trainable_variables)
@@ -178,18 +185,16 @@ class LazyAdam(keras.optimizers.Optimizer):
             self.loss_scale_factor = scale
 
     def _clip_gradients(self, grads):
-        # Keras's clipping, applied to the values of duplicate-free slices:
-        # they hold exactly the nonzero rows of the dense gradient, so norms
-        # and clipped values are the dense gradient's.
+        # Keras's clipping, applied to the values of the slices, which `apply`
+        # made duplicate-free: norms and clipped values are the dense
+        # gradient's.
         if not any(isinstance(g, tf.IndexedSlices) for g in grads):
             return super()._clip_gradients(grads)
         if not (self.clipnorm or self.global_clipnorm or self.clipvalue):
             return grads
-        grads = [
-            summed_duplicates(g) if isinstance(g, tf.IndexedSlices) else g
-            for g in grads
+        values = [
+            g.values if isinstance(g, tf.IndexedSlices) else g for g in grads
         ]
-        values = [_map_values(None, g) for g in grads]
         clipped = super()._clip_gradients(values)
         return [
             tf.IndexedSlices(c, g.indices, g.dense_shape)
@@ -217,9 +222,14 @@ class LazyAdam(keras.optimizers.Optimizer):
         if self.weight_decay is not None and self._use_weight_decay(variable):
             decay = ops.cast(self.weight_decay, variable.dtype)
         if isinstance(gradient, tf.IndexedSlices):
+            # `apply` summed each replica's repeated ids; with several
+            # replicas, the all-reduce between `apply` and here joins their
+            # rows, so an id looked up on two replicas comes twice.
+            if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+                gradient = summed_duplicates(gradient)
             self._sparse_update(
-                summed_duplicates(gradient), variable, momentum, velocity,
-                velocity_hat, alpha, lr, decay,
+                gradient, variable, momentum, velocity, velocity_hat, alpha,
+                lr, decay,
             )
             return
         gradient = ops.cast(gradient, variable.dtype)
@@ -356,17 +366,14 @@ def summed_duplicates(slices):
 
 
 def _map_values(function, gradient):
-    """`function(gradient)` for a tensor, or applied to a slices' values;
-    with `function=None`, the tensor or the slices' values."""
+    """`function(gradient)` for a tensor, or applied to a slices' values."""
     if gradient is None:
         return None
     if isinstance(gradient, tf.IndexedSlices):
-        if function is None:
-            return gradient.values
         return tf.IndexedSlices(
             function(gradient.values), gradient.indices, gradient.dense_shape
         )
-    return gradient if function is None else function(gradient)
+    return function(gradient)
 
 
 def _gather(variable, rows):

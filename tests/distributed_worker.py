@@ -131,24 +131,50 @@ def train_with_custom_loop(strategy, optimizer_name):
     return model
 
 
-def replica_tables(model):
-    """The table as held on each device: one array per replica."""
-    variable = model.get_layer("table").embeddings.value
-    values = getattr(variable, "values", (variable,))
+def replica_tables(variable):
+    """The table `variable` (a `keras.Variable`) as held on each device: one
+    array per replica."""
+    values = getattr(variable.value, "values", (variable.value,))
     return np.stack([value.numpy() for value in values])
+
+
+def record_sparse_gradients(optimizer):
+    """Makes `optimizer` record every `tf.IndexedSlices` its `update_step`
+    receives (after the all-reduce over replicas, once per device that holds
+    the variable); returns the list of `(indices, values)` arrays that the
+    steps append to."""
+    received = []
+    update_step = optimizer.update_step
+
+    def record(indices, values):
+        received.append((indices, values))
+        return np.int32(0)
+
+    def recording_update_step(gradient, variable, learning_rate):
+        if isinstance(gradient, tf.IndexedSlices):
+            tf.numpy_function(
+                record, [gradient.indices, gradient.values], tf.int32,
+                stateful=True,
+            )
+        return update_step(gradient, variable, learning_rate)
+
+    optimizer.update_step = recording_update_step
+    return received
 
 
 def duplicate_ids_step(strategy, optimizer_name):
     """One step in which both replicas look up row 1: replica 0 the ids
     `[1, 2]`, replica 1 the ids `[1, 1]`, with loss `weight * sum(vectors)`,
     weight 1 on replica 0 and 10 on replica 1. Returns the tables on each
-    replica and the gradient's indices as the optimizer received them."""
+    replica and the sparse gradients the optimizer's `update_step` received,
+    as `(indices, values)` pairs."""
     with strategy.scope():
         layer = keras_embed.Embedding(VOCABULARY, DIM, name="table")
         layer.build()
         layer.embeddings.assign(initial_weights()[0])
         optimizer = make_optimizer(optimizer_name)
         optimizer.build([layer.embeddings])
+    received = record_sparse_gradients(optimizer)
     ids = ([[1, 2]], [[1, 1]])
     weights = (1.0, 10.0)
 
@@ -162,25 +188,12 @@ def duplicate_ids_step(strategy, optimizer_name):
             with tf.GradientTape() as tape:
                 loss = weight * tf.reduce_sum(layer(ids))
             (gradient,) = tape.gradient(loss, [layer.embeddings])
-            # What the optimizer gets: the sum over replicas.
-            (summed,) = tf.distribute.get_replica_context().all_reduce(
-                "sum", [gradient]
-            )
             optimizer.apply_gradients([(gradient, layer.embeddings)])
-            return summed.indices, summed.values
 
-        return strategy.run(replica_step, args=batch)
+        strategy.run(replica_step, args=batch)
 
-    indices, values = step(
-        strategy.experimental_distribute_values_from_function(replica_values)
-    )
-    variable = layer.embeddings.value
-    tables = np.stack([v.numpy() for v in variable.values])
-    return (
-        tables,
-        strategy.experimental_local_results(indices)[0].numpy(),
-        strategy.experimental_local_results(values)[0].numpy(),
-    )
+    step(strategy.experimental_distribute_values_from_function(replica_values))
+    return replica_tables(layer.embeddings), received
 
 
 PROBE_IDS = np.array([[0, 1, 2], [11, 5, 39]], "int32")
@@ -196,7 +209,7 @@ def save_and_reload(strategy, out_dir, optimizer_name):
             ids, targets, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False,
             verbose=0,
         )
-        return replica_tables(model)
+        return replica_tables(model.get_layer("table").embeddings)
 
     results = {}
     with strategy.scope():
@@ -212,14 +225,14 @@ def save_and_reload(strategy, out_dir, optimizer_name):
     tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(
         checkpoint_path
     )
-    results["saved/table"] = replica_tables(model)
+    results["saved/table"] = replica_tables(model.get_layer("table").embeddings)
     results["saved/predictions"] = model.predict(PROBE_IDS, verbose=0)
     results["saved/optimizer"] = optimizer_state(model.optimizer)
     results["saved/continued"] = one_more_epoch(model)
 
     with strategy.scope():
         loaded = keras.models.load_model(keras_path)
-    results["keras/table"] = replica_tables(loaded)
+    results["keras/table"] = replica_tables(loaded.get_layer("table").embeddings)
     results["keras/predictions"] = loaded.predict(PROBE_IDS, verbose=0)
     results["keras/optimizer"] = optimizer_state(loaded.optimizer)
     results["keras/continued"] = one_more_epoch(loaded)
@@ -231,7 +244,7 @@ def save_and_reload(strategy, out_dir, optimizer_name):
     tf.train.Checkpoint(model=restored, optimizer=restored.optimizer).read(
         checkpoint_path
     ).assert_consumed()
-    results["checkpoint/table"] = replica_tables(restored)
+    results["checkpoint/table"] = replica_tables(restored.get_layer("table").embeddings)
     results["checkpoint/optimizer"] = optimizer_state(restored.optimizer)
     results["checkpoint/continued"] = one_more_epoch(restored)
     return results
@@ -254,13 +267,13 @@ def run_mirrored(out_dir):
     results = {"replicas": np.array(strategy.num_replicas_in_sync)}
     for name in OPTIMIZERS:
         model = train_with_fit(strategy, name)
-        results[f"fit/{name}"] = replica_tables(model)
+        results[f"fit/{name}"] = replica_tables(model.get_layer("table").embeddings)
         model = train_with_custom_loop(strategy, name)
-        results[f"loop/{name}"] = replica_tables(model)
-        tables, indices, values = duplicate_ids_step(strategy, name)
+        results[f"loop/{name}"] = replica_tables(model.get_layer("table").embeddings)
+        tables, received = duplicate_ids_step(strategy, name)
         results[f"duplicates/{name}"] = tables
-        results[f"duplicates/{name}/indices"] = indices
-        results[f"duplicates/{name}/values"] = values
+        results[f"duplicates/{name}/indices"] = np.stack([i for i, _ in received])
+        results[f"duplicates/{name}/values"] = np.stack([v for _, v in received])
     results.update(save_and_reload(strategy, out_dir, "lazy_adam"))
     np.savez(os.path.join(out_dir, "mirrored.npz"), **results)
 
@@ -277,13 +290,13 @@ def run_multi_worker(out_file):
     results = {"replicas": np.array(workers), "worker": np.array(worker)}
     for name in OPTIMIZERS:
         model = train_with_custom_loop(strategy, name)
-        results[f"loop/{name}"] = replica_tables(model)
+        results[f"loop/{name}"] = replica_tables(model.get_layer("table").embeddings)
     try:
         model = train_with_fit(strategy, "lazy_adam")
     except Exception as error:  # Keras 3 issue 20585: see docs/scaling.md.
         results["fit/error"] = np.array(f"{type(error).__name__}: {error}")
     else:
-        results["fit"] = replica_tables(model)
+        results["fit"] = replica_tables(model.get_layer("table").embeddings)
     np.savez(out_file, **results)
 
 
