@@ -13,6 +13,7 @@ the layer: a subclass of the layer being replaced (such as
 settings stock Keras 3 has no place for (such as `input_length`).
 """
 
+import functools
 import warnings
 
 import keras
@@ -165,15 +166,21 @@ def _to_ours(layer):
     return Embedding.from_config(layer.get_config()), {}
 
 
+@functools.cache
 def _stock_argument_names():
     names = set(keras.layers.Embedding(1, 1).get_config())
-    return names | {"lora_rank", "lora_alpha"}
+    return frozenset(names | {"lora_rank", "lora_alpha"})
+
+
+@functools.cache
+def _our_defaults():
+    return Embedding(1, 1).get_config()
 
 
 def _to_stock(layer):
     """A stock layer from our layer's config, and the settings dropped."""
     allowed = _stock_argument_names()
-    defaults = Embedding(1, 1).get_config()
+    defaults = _our_defaults()
     config = layer.get_config()
     kept = {k: v for k, v in config.items() if k in allowed}
     # Settings left at their defaults lose nothing; only the others are news.
@@ -199,36 +206,28 @@ def _replace(model, source, convert, verb):
             "so replace the Embedding there (the import of keras_embed's "
             "Embedding is enough)."
         )
-    target = OURS if source is keras.layers.Embedding else STOCK
+    if source is keras.layers.Embedding:
+        source_name, target = STOCK, OURS
+    else:
+        source_name, target = OURS, STOCK
     pairs = []
     notes = []
 
     def clone_layer(layer):
         new_layer = None
         if type(layer) is source:
-            new_layer, dropped = convert(layer)
-            if _weights_fit(layer, new_layer):
-                for key, value in dropped.items():
-                    notes.append(
-                        f"layer '{layer.name}': {key}={value!r} dropped "
-                        f"({target} has no such setting)."
-                    )
-            else:
-                notes.append(
-                    f"layer '{layer.name}' ({class_name(layer)}) left as it "
-                    f"is: its weights {_shapes(layer)} do not fit a "
-                    f"{target}, which would have {_shapes(new_layer)} "
-                    "(LoRA or quantized tables need the layer that made them)."
-                )
-                new_layer = None
+            new_layer, layer_notes = _convert(
+                layer, convert, target, f"layer '{layer.name}'"
+            )
+            notes.extend(layer_notes)
         elif isinstance(layer, source):
             notes.append(
                 f"layer '{layer.name}' ({class_name(layer)}) left as it is: "
-                f"it is a subclass of {_public_name(source)}, which {verb}() "
+                f"it is a subclass of {source_name}, which {verb}() "
                 "does not replace."
             )
         else:
-            new_layer = _clone_wrapper(layer, source, convert, notes, verb)
+            new_layer = _clone_wrapper(layer, source, convert, target, notes)
         if new_layer is None:
             new_layer = layer.__class__.from_config(layer.get_config())
         pairs.append((layer, new_layer))
@@ -259,8 +258,43 @@ def _replace(model, source, convert, verb):
     return new_model
 
 
-def _public_name(cls):
-    return STOCK if cls is keras.layers.Embedding else OURS
+def _convert(layer, convert, target, label):
+    """The `target` layer that `convert` makes from `layer`, or `None` if
+    `layer`'s weights would not fit it; and the notes on what was left or
+    dropped, naming the layer by `label`."""
+    new_layer, dropped = convert(layer)
+    if not _weights_fit(layer, new_layer):
+        return None, [
+            f"{label} ({class_name(layer)}) left as it is: its weights "
+            f"{_shapes(layer)} do not fit a {target}, which would have "
+            f"{_shapes(new_layer)} (LoRA or quantized tables need the layer "
+            "that made them)."
+        ]
+    return new_layer, [
+        f"{label}: {key}={value!r} dropped ({target} has no such setting)."
+        for key, value in dropped.items()
+    ]
+
+
+def _clone_wrapper(layer, source, convert, target, notes):
+    """A copy of a wrapper layer (such as `TimeDistributed`) whose wrapped
+    layer is replaced, or `None` if it wraps nothing to replace."""
+    if isinstance(layer, keras.Model):
+        return None
+    if not any(type(x) is source for x in _inner_layers(layer)):
+        return None
+    config = layer.get_config()
+    for key, value in list(config.items()):
+        wrapped = getattr(layer, key, None)
+        if type(wrapped) is source and isinstance(value, dict):
+            new_inner, inner_notes = _convert(
+                wrapped, convert, target,
+                f"layer '{wrapped.name}' in '{layer.name}'",
+            )
+            notes.extend(inner_notes)
+            if new_inner is not None:
+                config[key] = keras.saving.serialize_keras_object(new_inner)
+    return layer.__class__.from_config(config)
 
 
 def _shapes(layer):
@@ -280,28 +314,6 @@ def _is_functional(model):
     from keras.src.models.functional import Functional
 
     return isinstance(model, Functional)
-
-
-def _clone_wrapper(layer, source, convert, notes, verb):
-    """A copy of a wrapper layer (such as `TimeDistributed`) whose wrapped
-    layer is replaced, or `None` if it wraps nothing to replace."""
-    if isinstance(layer, keras.Model):
-        return None
-    inner = [x for x in _inner_layers(layer) if type(x) is source]
-    if not inner:
-        return None
-    config = layer.get_config()
-    for key, value in list(config.items()):
-        wrapped = getattr(layer, key, None)
-        if type(wrapped) is source and isinstance(value, dict):
-            new_inner, dropped = convert(wrapped)
-            for name, setting in dropped.items():
-                notes.append(
-                    f"layer '{wrapped.name}' in '{layer.name}': "
-                    f"{name}={setting!r} dropped."
-                )
-            config[key] = keras.saving.serialize_keras_object(new_inner)
-    return layer.__class__.from_config(config)
 
 
 def _copy_weights(old_layer, new_layer):

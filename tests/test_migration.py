@@ -283,6 +283,42 @@ def test_a_table_that_does_not_fit_is_left_as_it_is(monkeypatch):
     np.testing.assert_array_equal(swapped.predict(IDS, verbose=0), model.predict(IDS, verbose=0))
 
 
+def _wrapped_model(table):
+    """`table` in a TimeDistributed named 'per_slot', over SLOTS."""
+    keras.utils.set_random_seed(7)
+    slots = keras.Input(shape=(2, 6), dtype="int32")
+    return keras.Model(slots, keras.layers.TimeDistributed(table, name="per_slot")(slots))
+
+
+def test_wrapped_layers_get_the_notes_of_unwrapped_ones():
+    model = _wrapped_model(keras_embed.Embedding(30, 2, input_length=6, name="slot_table"))
+    stock, notes = _unswap(model)
+    assert type(stock.get_layer("per_slot").layer) is keras.layers.Embedding
+    assert notes == [
+        "unswap: layer 'slot_table' in 'per_slot': input_length=6 dropped "
+        "(keras.layers.Embedding has no such setting)."
+    ]
+    np.testing.assert_array_equal(stock.predict(SLOTS, verbose=0), model.predict(SLOTS, verbose=0))
+
+
+def test_a_wrapped_table_that_does_not_fit_is_left_as_it_is(monkeypatch):
+    from keras_embed import migration
+
+    monkeypatch.setattr(
+        migration, "_to_ours",
+        lambda layer: (keras_embed.Embedding(layer.input_dim, layer.output_dim + 1), {}),
+    )
+    model = _wrapped_model(keras.layers.Embedding(30, 4, name="odd"))
+    swapped, notes = _swap(model)
+    assert type(swapped.get_layer("per_slot").layer) is keras.layers.Embedding
+    assert notes == [
+        "swap: layer 'odd' in 'per_slot' (keras.layers.Embedding) left as it is: "
+        "its weights [(30, 4)] do not fit a keras_embed.Embedding, which would "
+        "have [(30, 5)] (LoRA or quantized tables need the layer that made them)."
+    ]
+    np.testing.assert_array_equal(swapped.predict(SLOTS, verbose=0), model.predict(SLOTS, verbose=0))
+
+
 def test_swap_of_an_unbuilt_sequential():
     model = keras.Sequential([keras.layers.Embedding(30, 4), keras.layers.Dense(1)])
     swapped, _ = _swap(model)
