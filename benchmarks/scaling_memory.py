@@ -30,6 +30,9 @@ import subprocess
 import sys
 import time
 
+# Before TensorFlow loads (here, in the child, and in main's imports).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 ROWS = (1_000_000, 10_000_000, 100_000_000)
 DIMS = (64, 128)
 OPTIMIZERS = ("sgd", "lazy_adam", "adam")
@@ -56,7 +59,6 @@ def measure_one(rows, dim, optimizer_name):
     """
     with open("/proc/self/oom_score_adj", "w") as oom:
         oom.write("1000")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import tensorflow as tf
 
@@ -119,14 +121,6 @@ def measure_one(rows, dim, optimizer_name):
     result["process_rss_bytes"] = _status_bytes("VmRSS") - rss_base
     result["process_peak_rss_bytes"] = _status_bytes("VmHWM") - rss_base
     return result
-
-
-def _available_bytes():
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
 def _predicted_peak(measured, rows, dim, optimizer_name):
@@ -214,6 +208,10 @@ def main():
         rows, dim, name = args.child
         print(json.dumps(measure_one(int(rows), int(dim), name)))
         return
+    # Imported here: the child imports TensorFlow only once it has marked
+    # itself for the OOM killer.
+    from keras_embed.benchmark import physical_memory_bytes
+    from keras_embed.config_checks import available_memory_bytes
 
     measured, skipped = [], []
     configurations = sorted(
@@ -222,7 +220,10 @@ def main():
     )
     for rows, dim, name in configurations:
         predicted = _predicted_peak(measured, rows, dim, name)
-        limit = min(args.max_gib * GIB, _available_bytes() - args.margin_gib * GIB)
+        limit = args.max_gib * GIB
+        available = available_memory_bytes()
+        if available is not None:
+            limit = min(limit, available - args.margin_gib * GIB)
         label = f"V={rows:,} D={dim} {name}"
         if predicted is None and rows > ROWS[0]:
             predicted = float("inf")
@@ -264,8 +265,9 @@ def main():
     for s in skipped:
         print(f"not measured: V={s['rows']:,} D={s['dim']} {s['optimizer']}")
 
+    slots = SLOTS["lazy_adam"]  # and Adam's
     print(f"\n## Per device, N devices, {args.global_lookups:,} ids a global "
-          "batch, table + 2 slots (Adam, LazyAdam)\n")
+          f"batch, table + {slots} slots (Adam, LazyAdam)\n")
     print("| V | D | N | replicated GiB | sharded GiB | replicated, sparse "
           "all-gather MiB | replicated, dense all-reduce MiB | sharded "
           "all-to-all MiB |")
@@ -274,7 +276,9 @@ def main():
     for rows in ROWS:
         for dim in DIMS:
             for devices in args.devices:
-                figures = per_device(rows, dim, 2, devices, args.global_lookups)
+                figures = per_device(
+                    rows, dim, slots, devices, args.global_lookups
+                )
                 communication.append(
                     {"rows": rows, "dim": dim, "devices": devices, **figures}
                 )
@@ -293,8 +297,7 @@ def main():
                  "per_device": communication,
                  "global_lookups": args.global_lookups,
                  "machine": {"cpus": os.cpu_count(),
-                             "memory_bytes": os.sysconf("SC_PAGE_SIZE")
-                             * os.sysconf("SC_PHYS_PAGES")}},
+                             "memory_bytes": physical_memory_bytes()}},
                 out, indent=1,
             )
         print(f"\nwrote {args.json}")

@@ -3,13 +3,15 @@
 import numpy as np
 
 GIB = 2**30
+# The floor on ours / raw `tf.gather` lookup throughput.
+RAW_GATHER_FLOOR = 0.95
 
 
 def format_tables(results):
     """The results as Markdown tables."""
     machine_line = results["machine"]
     settings = results["settings"]
-    trainings = list(results["training"][0]["median_s"]) if results["training"] else []
+    trainings = _training_names(results)
     lines = [
         f"Machine: {machine_line['cpu']}, {machine_line['cores']} cores, "
         f"{machine_line['memory_gib']:.0f} GiB; TensorFlow {machine_line['tensorflow']}, "
@@ -55,14 +57,15 @@ def plot(results, path):
     from matplotlib import pyplot
 
     settings = results["settings"]
-    trainings = list(results["training"][0]["median_s"]) if results["training"] else []
+    trainings = _training_names(results)
     figure, (left, middle, right) = pyplot.subplots(1, 3, figsize=(15, 4.2))
     labels = [f"V={_count(r['rows'])}\nD={r['width']}" for r in results["lookup"]]
     positions = np.arange(len(labels))
     for offset, (key, label) in zip((-0.2, 0.2), (("ours_vs_raw", "ours / raw tf.gather"),
                                                   ("ours_vs_stock", "ours / stock"))):
         left.bar(positions + offset, [r[key] for r in results["lookup"]], 0.4, label=label)
-    left.axhline(0.95, color="black", linestyle=":", linewidth=1, label="0.95 floor")
+    left.axhline(RAW_GATHER_FLOOR, color="black", linestyle=":", linewidth=1,
+                 label=f"{RAW_GATHER_FLOOR} floor")
     left.set_xticks(positions, labels, fontsize=7)
     left.set_ylabel("throughput ratio (higher: ours faster)")
     left.set_title(f"Forward lookup, B={settings['batch']} x L={settings['length']}")
@@ -90,6 +93,11 @@ def plot(results, path):
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     pyplot.close(figure)
+
+
+def _training_names(results):
+    """The training configurations measured, in their order."""
+    return list(results["training"][0]["median_s"]) if results["training"] else []
 
 
 def _count(number):

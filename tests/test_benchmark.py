@@ -33,7 +33,9 @@ def tiny_results():
         "lookup": [benchmark.measure_lookup(50, 4, repeats=2, rng=rng)],
         "training": [benchmark.measure_training(60, repeats=2, rng=rng)],
     }
-    results["lookup"][0]["share_of_copy_bandwidth"] = 0.5
+    results["lookup"][0]["share_of_copy_bandwidth"] = benchmark.share_of_copy_bandwidth(
+        results["lookup"][0], results["bandwidth"]
+    )
     results["floors"] = benchmark.floors(results)
     return results
 
@@ -51,7 +53,13 @@ def test_measurements_have_every_candidate(tiny_results):
     assert tiny_results["bandwidth"]["copy_gb_per_s"] > 0
 
 
-def test_floors_compare_against_the_issues_thresholds(tiny_results):
+def test_share_of_copy_bandwidth():
+    # 2 GB moved in 0.5 s is 4 GB/s: a quarter of a 16 GB/s copy.
+    lookup = {"bytes_moved": 2e9, "median_s": {"ours": 0.5, "stock": 9.0, "raw tf.gather": 9.0}}
+    assert benchmark.share_of_copy_bandwidth(lookup, {"copy_gb_per_s": 16.0}) == 0.25
+
+
+def test_floors_compare_against_the_issues_thresholds():
     results = {
         "lookup": [{"rows": 100, "width": 64, "ours_vs_raw": 0.94, "ours_vs_stock": 1.2}],
         "training": [
