@@ -166,8 +166,8 @@ def duplicate_ids_step(strategy, optimizer_name):
     """One step in which both replicas look up row 1: replica 0 the ids
     `[1, 2]`, replica 1 the ids `[1, 1]`, with loss `weight * sum(vectors)`,
     weight 1 on replica 0 and 10 on replica 1. Returns the tables on each
-    replica and the sparse gradients the optimizer's `update_step` received,
-    as `(indices, values)` pairs."""
+    replica, the optimizer's state (`optimizer_state`), and the sparse
+    gradients its `update_step` received, as `(indices, values)` pairs."""
     with strategy.scope():
         layer = keras_embed.Embedding(VOCABULARY, DIM, name="table")
         layer.build()
@@ -193,7 +193,7 @@ def duplicate_ids_step(strategy, optimizer_name):
         strategy.run(replica_step, args=batch)
 
     step(strategy.experimental_distribute_values_from_function(replica_values))
-    return replica_tables(layer.embeddings), received
+    return replica_tables(layer.embeddings), optimizer_state(optimizer), received
 
 
 PROBE_IDS = np.array([[0, 1, 2], [11, 5, 39]], "int32")
@@ -270,8 +270,9 @@ def run_mirrored(out_dir):
         results[f"fit/{name}"] = replica_tables(model.get_layer("table").embeddings)
         model = train_with_custom_loop(strategy, name)
         results[f"loop/{name}"] = replica_tables(model.get_layer("table").embeddings)
-        tables, received = duplicate_ids_step(strategy, name)
+        tables, state, received = duplicate_ids_step(strategy, name)
         results[f"duplicates/{name}"] = tables
+        results[f"duplicates/{name}/optimizer"] = state
         results[f"duplicates/{name}/indices"] = np.stack([i for i, _ in received])
         results[f"duplicates/{name}/values"] = np.stack([v for _, v in received])
     results.update(save_and_reload(strategy, out_dir, "lazy_adam"))

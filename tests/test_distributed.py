@@ -135,7 +135,8 @@ def test_custom_training_loop_matches_one_device(mirrored, optimizer):
 
 def _one_device_duplicate_ids_step(optimizer_name):
     """The step of `worker.duplicate_ids_step` as one batch on one device:
-    ids `[1, 2, 1, 1]` with loss weights `[1, 1, 10, 10]`."""
+    ids `[1, 2, 1, 1]` with loss weights `[1, 1, 10, 10]`. Returns the
+    table and the optimizer's state."""
     layer = keras_embed.Embedding(worker.VOCABULARY, worker.DIM)
     layer.build()
     layer.embeddings.assign(worker.initial_weights()[0])
@@ -145,7 +146,7 @@ def _one_device_duplicate_ids_step(optimizer_name):
         loss = tf.reduce_sum(vectors * tf.constant([1.0, 1.0, 10.0, 10.0])[:, None])
     gradients = tape.gradient(loss, [layer.embeddings])
     optimizer.apply_gradients(zip(gradients, [layer.embeddings]))
-    return layer.embeddings.numpy()
+    return layer.embeddings.numpy(), worker.optimizer_state(optimizer)
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
@@ -168,9 +169,15 @@ def test_duplicate_ids_in_different_replicas_sum(mirrored, optimizer):
         [np.repeat(np.array(weights)[:, None], worker.DIM, axis=1)] * 2,
     )
     tables = arrays[f"duplicates/{optimizer}"]
-    expected = _one_device_duplicate_ids_step(optimizer)
+    expected, expected_state = _one_device_duplicate_ids_step(optimizer)
     for table in tables:
         np.testing.assert_allclose(table, expected, rtol=0, atol=1e-6)
+    # The moments too: Adam's first step barely depends on the gradient's
+    # size, they do (row 1's momentum is 0.1 * 21, not 0.1 * 20).
+    np.testing.assert_allclose(
+        arrays[f"duplicates/{optimizer}/optimizer"], expected_state,
+        rtol=0, atol=1e-5,
+    )
     change = tables[0] - worker.initial_weights()[0]
     np.testing.assert_array_equal(change[3:], 0.0)  # rows not looked up
     np.testing.assert_array_equal(change[0], 0.0)
