@@ -11,7 +11,8 @@ Subcommands:
 
 Errors (missing file, not a Keras model, no embedding layers, unsupported
 format) print one line on stderr and exit with status 1, without a
-traceback. Every subcommand has `--help`.
+traceback; TensorFlow's own start-up notices, which it prints as it is
+imported, may precede it. Every subcommand has `--help`.
 
 Example:
 
@@ -21,6 +22,7 @@ Example:
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -93,14 +95,14 @@ def _parser():
         "bench",
         help="run the benchmark suite and write its plot",
         description="Runs the benchmark suite (keras_embed.benchmark) and "
-        "writes its results and plot. Options, and any others the suite "
-        "takes, are passed on to it.",
+        "writes its results and plot.",
     )
     bench.add_argument(
         "--quick", action="store_true", help="a short run with small sizes"
     )
     bench.add_argument(
-        "--output", metavar="DIR", help="where to write results and the plot"
+        "--output", metavar="DIR", default=os.path.join("benchmarks", "results"),
+        help="folder for benchmark.json, .md and .png (default: %(default)s)",
     )
     return parser
 
@@ -120,8 +122,50 @@ def _inspect(args):
         rows = saved_models.embedding_rows(args.file)
     except saved_models.SavedModelError as error:
         raise CommandError(str(error)) from None
-    print(saved_models.format_table(rows))
+    print(format_table(rows))
     return 0
+
+
+def format_table(rows):
+    """The rows of `saved_models.embedding_rows` as an aligned text table
+    with a total."""
+    from keras_embed import saved_models
+
+    columns = saved_models.COLUMNS
+    header = [c.replace("size_mb", "size (MB)") for c in columns]
+    body = [[_cell(column, row[column]) for column in columns] for row in rows]
+    widths = [max(len(line[i]) for line in [header] + body)
+              for i in range(len(columns))]
+    numeric = {"input_dim", "output_dim", "params", "size_mb"}
+    lines = []
+    for line in [header] + body:
+        cells = [
+            cell.rjust(width) if column in numeric else cell.ljust(width)
+            for column, cell, width in zip(columns, line, widths)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    total_params = sum(row["params"] for row in rows)
+    total_mb = sum(row["size_mb"] for row in rows)
+    count = len(rows)
+    lines.append(
+        f"{count} embedding layer{'s' * (count != 1)}, {total_params:,} "
+        f"params, {saved_models.format_megabytes(total_mb)} MB"
+    )
+    return "\n".join(lines)
+
+
+def _cell(column, value):
+    from keras_embed import saved_models
+
+    if value is None:
+        return "-"
+    if column == "size_mb":
+        return saved_models.format_megabytes(value)
+    if column == "params":
+        return f"{value:,}"
+    if column == "input_length" and isinstance(value, tuple):
+        return json.dumps(list(value)).replace(" ", "")
+    return str(value)
 
 
 def _convert(args):
@@ -138,12 +182,6 @@ def _convert(args):
 
 
 def _bench(args):
-    try:
-        from keras_embed import benchmark
-    except ImportError as error:
-        raise CommandError(
-            f"the benchmark suite is not available: {error}"
-        ) from None
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
@@ -151,13 +189,10 @@ def _bench(args):
             "the benchmark suite draws its plot with matplotlib, which is not "
             "installed: pip install 'keras-embed[bench]'"
         )
-    forwarded = []
-    if args.quick:
-        forwarded.append("--quick")
-    if args.output is not None:
-        forwarded += ["--output", args.output]
-    status = benchmark.main(forwarded + args.passed_on)
-    return 0 if status is None else status
+    from keras_embed import benchmark
+
+    benchmark.run(quick=args.quick, output=args.output)
+    return 0
 
 
 COMMANDS = {
@@ -174,12 +209,7 @@ def main(argv=None):
     Returns:
         The exit status: 0 on success, 1 on a user error, 2 on a usage error.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    parser = _parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown and args.command != "bench":
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.passed_on = unknown
+    args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except CommandError as error:

@@ -10,21 +10,20 @@ Example:
 
 >>> from keras_embed import saved_models
 >>> rows = saved_models.embedding_rows("model.keras")    # doctest: +SKIP
->>> print(saved_models.format_table(rows))               # doctest: +SKIP
+>>> rows[0]["input_dim"]                                 # doctest: +SKIP
+10000
 """
 
 import contextlib
-import json
 import logging
 import os
 import tempfile
 import warnings
-import zipfile
 
 import keras
 import numpy as np
 
-from keras_embed import migration
+from keras_embed import load_errors, migration
 from keras_embed.embedding import Embedding
 
 FORMATS = (".keras", ".h5")
@@ -52,14 +51,59 @@ def load(path, compile=False):
         written by Keras 2 (tf-keras), else `"Keras 3"`.
 
     Raises:
-        SavedModelError: if the file is missing, is not a Keras model, or
-            is in another format.
+        SavedModelError: if the file is missing, damaged, is not a Keras
+            model, or is in another format.
     """
-    extension = _check_model_file(path)
-    written_by = "Keras 3"
+    written_by = _written_by(path)
+    return _load_model(path, written_by, compile), written_by
+
+
+def _written_by(path):
+    """Checks `path` names an intact `.keras` or `.h5` model; returns
+    `"Keras 2"` or `"Keras 3"`, as `load`."""
+    if not os.path.exists(path):
+        raise SavedModelError(f"{path}: no such file")
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise SavedModelError(
+                f"{path}: a TensorFlow SavedModel directory, an unsupported "
+                "format; keras-embed reads .keras and .h5 files"
+            )
+        raise SavedModelError(f"{path}: a directory, not a .keras or .h5 file")
+    extension = _extension(path)
+    if extension == ".weights.h5":
+        raise SavedModelError(
+            f"{path}: a weights-only file, with no model in it; load it with "
+            "model.load_weights() into the model it came from"
+        )
+    if extension not in FORMATS:
+        raise SavedModelError(
+            f"{path}: unsupported format {extension or '(no extension)'}; "
+            "keras-embed reads .keras and .h5 files"
+        )
+    damage = load_errors.diagnose(path)
+    if damage is not None:
+        raise SavedModelError(f"{path}: {damage}")
+    if extension == ".keras":
+        return "Keras 3"
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        if "model_config" not in file.attrs:
+            raise SavedModelError(
+                f"{path}: not a Keras model (an HDF5 file with no "
+                "model_config; weights only?)"
+            )
+        version = file.attrs.get("keras_version", "")
+    if isinstance(version, bytes):
+        version = version.decode("utf-8")
+    return "Keras 2" if str(version).startswith("2.") else "Keras 3"
+
+
+def _load_model(path, written_by, compile):
+    """`keras.models.load_model` for a file `_written_by` has checked."""
     custom_objects = None
-    if extension == ".h5" and _h5_keras_version(path).startswith("2."):
-        written_by = "Keras 2"
+    if written_by == "Keras 2":
         custom_objects = {
             "Embedding": Embedding,
             "LSTM": _without_time_major(keras.layers.LSTM),
@@ -67,14 +111,16 @@ def load(path, compile=False):
         }
     with _quiet():
         try:
-            model = keras.models.load_model(
+            return keras.models.load_model(
                 path, custom_objects=custom_objects, compile=compile
             )
+        except load_errors.DamagedModelFileError as error:
+            # Its message names the file already.
+            raise SavedModelError(str(error)) from error
         except Exception as error:  # Keras raises many kinds here.
             raise SavedModelError(
                 f"{path}: could not load the model: {_first_line(error)}"
             ) from error
-    return model, written_by
 
 
 def _without_time_major(layer_class):
@@ -106,9 +152,7 @@ def embedding_rows(path):
         SavedModelError: as `load`, or if the model has no embedding layers.
     """
     model, written_by = load(path)
-    layers = migration.embedding_layers(model)
-    if not layers:
-        raise SavedModelError(f"{path}: the model has no embedding layers")
+    layers = _embedding_layers(model, path)
     rows = []
     for name, layer in layers:
         nbytes = sum(
@@ -128,30 +172,6 @@ def embedding_rows(path):
             "size_mb": nbytes / 1e6,
         })
     return rows
-
-
-def format_table(rows):
-    """The rows of `embedding_rows` as an aligned text table with a total."""
-    header = [c.replace("size_mb", "size (MB)") for c in COLUMNS]
-    body = [[_cell(column, row[column]) for column in COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in [header] + body)
-              for i in range(len(COLUMNS))]
-    numeric = {"input_dim", "output_dim", "params", "size_mb"}
-    lines = []
-    for line in [header] + body:
-        cells = [
-            cell.rjust(width) if column in numeric else cell.ljust(width)
-            for column, cell, width in zip(COLUMNS, line, widths)
-        ]
-        lines.append("  ".join(cells).rstrip())
-    total_params = sum(row["params"] for row in rows)
-    total_mb = sum(row["size_mb"] for row in rows)
-    count = len(rows)
-    lines.append(
-        f"{count} embedding layer{'s' * (count != 1)}, "
-        f"{total_params:,} params, {_megabytes(total_mb)} MB"
-    )
-    return "\n".join(lines)
 
 
 def convert(source, destination, to="keras_embed", force=False):
@@ -177,11 +197,10 @@ def convert(source, destination, to="keras_embed", force=False):
         SavedModelError: for a bad `source` (as `load`), a model without
             embedding layers, a `destination` that exists (without `force`),
             is `source`, or has another extension.
+        ValueError: if `to` is neither `"keras_embed"` nor `"stock"`.
     """
     if to not in ("keras_embed", "stock"):
-        raise SavedModelError(
-            f"--to must be keras_embed or stock, not {to!r}"
-        )
+        raise ValueError(f"to must be 'keras_embed' or 'stock', not {to!r}")
     extension = _extension(destination)
     if extension not in FORMATS:
         raise SavedModelError(
@@ -204,20 +223,21 @@ def convert(source, destination, to="keras_embed", force=False):
         raise SavedModelError(f"{directory}: no such directory")
 
     notes = []
+    written_by = _written_by(source)
     try:
-        model, written_by = load(source, compile=True)
+        # Compiled as saved, with the optimizer's state, which swap copies.
+        model = _load_model(source, written_by, compile=True)
     except SavedModelError as error:
         # Some saved training configurations do not load in Keras 3 (such
-        # as a legacy .h5 file's metrics); the model itself may.
-        model, written_by = load(source, compile=False)
+        # as a legacy .h5 file's metrics). The model may load without it;
+        # if it does not either, that is the error raised.
+        model = _load_model(source, written_by, compile=False)
         notes.append(
             "the training configuration (loss, optimizer) in "
             f"{source} does not load in Keras 3, so {destination} has none "
             f"({_first_line(error.__cause__)})"
         )
-    before = migration.embedding_layers(model)
-    if not before:
-        raise SavedModelError(f"{source}: the model has no embedding layers")
+    before = _embedding_layers(model, source)
     replace = migration.swap if to == "keras_embed" else migration.unswap
     with _quiet() as caught:
         new_model = replace(model)
@@ -239,8 +259,15 @@ def convert(source, destination, to="keras_embed", force=False):
     notes += _save_atomically(new_model, destination, extension)
     lines += [f"  note: {note}" for note in notes]
     size = os.path.getsize(destination) / 1e6
-    lines.append(f"Wrote {destination} ({_megabytes(size)} MB)")
+    lines.append(f"Wrote {destination} ({format_megabytes(size)} MB)")
     return lines
+
+
+def _embedding_layers(model, path):
+    layers = migration.embedding_layers(model)
+    if not layers:
+        raise SavedModelError(f"{path}: the model has no embedding layers")
+    return layers
 
 
 def _save_atomically(model, destination, extension):
@@ -296,65 +323,6 @@ def _extension(path):
     return os.path.splitext(lower)[1]
 
 
-def _check_model_file(path):
-    """Checks `path` names a `.keras` or `.h5` model; returns its extension."""
-    if not os.path.exists(path):
-        raise SavedModelError(f"{path}: no such file")
-    if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, "saved_model.pb")):
-            raise SavedModelError(
-                f"{path}: a TensorFlow SavedModel directory, an unsupported "
-                "format; keras-embed reads .keras and .h5 files"
-            )
-        raise SavedModelError(f"{path}: a directory, not a .keras or .h5 file")
-    extension = _extension(path)
-    if extension == ".weights.h5":
-        raise SavedModelError(
-            f"{path}: a weights-only file, with no model in it; load it with "
-            "model.load_weights() into the model it came from"
-        )
-    if extension not in FORMATS:
-        raise SavedModelError(
-            f"{path}: unsupported format {extension or '(no extension)'}; "
-            "keras-embed reads .keras and .h5 files"
-        )
-    if extension == ".keras":
-        if not zipfile.is_zipfile(path):
-            raise SavedModelError(
-                f"{path}: not a Keras model (a .keras file is a zip archive)"
-            )
-        with zipfile.ZipFile(path) as archive:
-            if "config.json" not in archive.namelist():
-                raise SavedModelError(
-                    f"{path}: not a Keras model (the archive has no "
-                    "config.json)"
-                )
-    else:
-        import h5py
-
-        if not h5py.is_hdf5(path):
-            raise SavedModelError(
-                f"{path}: not a Keras model (not an HDF5 file)"
-            )
-        with h5py.File(path, "r") as file:
-            if "model_config" not in file.attrs:
-                raise SavedModelError(
-                    f"{path}: not a Keras model (an HDF5 file with no "
-                    "model_config; weights only?)"
-                )
-    return extension
-
-
-def _h5_keras_version(path):
-    import h5py
-
-    with h5py.File(path, "r") as file:
-        version = file.attrs.get("keras_version", "")
-    if isinstance(version, bytes):
-        version = version.decode("utf-8")
-    return str(version)
-
-
 def _file_class_name(layer, written_by):
     """The layer's class as the file names it: a Keras 2 file's Embedding,
     read as ours, is shown as what it was."""
@@ -363,19 +331,9 @@ def _file_class_name(layer, written_by):
     return migration.class_name(layer)
 
 
-def _cell(column, value):
-    if value is None:
-        return "-"
-    if column == "size_mb":
-        return _megabytes(value)
-    if column == "params":
-        return f"{value:,}"
-    if column == "input_length" and isinstance(value, tuple):
-        return json.dumps(list(value)).replace(" ", "")
-    return str(value)
-
-
-def _megabytes(value):
+def format_megabytes(value):
+    """A size in megabytes (10**6 bytes) as `convert` and `keras-embed
+    inspect` print it: no decimals from 100, four below 0.01, else two."""
     if value >= 100:
         return f"{value:.0f}"
     if value >= 0.01:

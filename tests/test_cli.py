@@ -1,14 +1,13 @@
 """The `keras-embed` command line, driven as a user drives it: commands run in
 a subprocess (exit codes, output, files written), and the many error paths
 through `keras_embed.cli.main` in this process, which prints the same lines
-without paying for a TensorFlow import each time."""
+without starting a Python process (and importing TensorFlow) for each."""
 
 import hashlib
 import os
 import re
 import subprocess
 import sys
-import types
 import warnings
 import zipfile
 
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 import keras_embed
-from keras_embed import cli
+from keras_embed import cli, load_errors, saved_models
 from conftest import FIXTURES
 
 IDS = np.array([[3, 9, 1, 0, 0, 0], [28, 2, 7, 5, 1, 4]], "int32")
@@ -68,6 +67,10 @@ def files(tmp_path_factory):
     stock.compile(optimizer="adam", loss="mse")
     stock.fit(IDS, np.array([1.0, 0.0]), epochs=1, verbose=0)
     stock.save(path("stock.keras"))
+    with open(paths["stock.keras"], "rb") as file:
+        data = file.read()
+    with open(path("cut.keras"), "wb") as file:
+        file.write(data[: len(data) // 2])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stock.save(path("stock.h5"))
@@ -163,6 +166,7 @@ def test_convert_to_keras_embed_writes_a_new_file_and_leaves_the_input(files, tm
     assert type(model.get_layer("words")) is keras_embed.Embedding
     assert model.get_layer("words").mask_zero is True
     assert model.compiled and model.optimizer.built  # training state kept
+    assert int(model.optimizer.iterations) == 1  # the one step fit took
     np.testing.assert_array_equal(model.predict(IDS, verbose=0), files["stock_predictions"])
 
 
@@ -203,7 +207,6 @@ def test_errors_are_one_line_on_stderr_without_a_traceback(files, tmp_path):
 
 def test_bench_quick_writes_its_results_and_plot(tmp_path):
     pytest.importorskip("matplotlib")  # The `bench` extra.
-    pytest.importorskip("keras_embed.benchmark")
     result = run("bench", "--quick", "--output", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "Training step" in result.stdout
@@ -265,20 +268,23 @@ def main(capsys, *argv):
         ("notes.txt", "{path}: unsupported format .txt; keras-embed reads .keras and .h5 files"),
         ("dense.weights.h5", "{path}: a weights-only file, with no model in it; load it with "
          "model.load_weights() into the model it came from"),
-        ("text.keras", "{path}: not a Keras model (a .keras file is a zip archive)"),
-        ("other.keras", "{path}: not a Keras model (the archive has no config.json)"),
-        ("text.h5", "{path}: not a Keras model (not an HDF5 file)"),
+        ("text.keras", "{path}: it is not a zip archive, as a .keras file is (it starts with b'hello')"),
+        ("cut.keras", "{path}: the file is cut short ({size:,} bytes): a .keras file is a zip archive, "
+         "and this one has no zip directory at its end. Was it truncated (an interrupted copy or download)?"),
+        ("other.keras", "{path}: the archive has no config.json"),
+        ("text.h5", "{path}: it is not an HDF5 file (5 bytes), as a .h5 model file is"),
         ("data.h5", "{path}: not a Keras model (an HDF5 file with no model_config; weights only?)"),
         ("dense.keras", "{path}: the model has no embedding layers"),
     ],
 )
 def test_inspect_and_convert_errors(files, tmp_path, capsys, name, message):
     path = files.get(name, str(tmp_path / name))
+    size = os.path.getsize(path) if os.path.isfile(path) else None
     for command, args in (("inspect", [path]), ("convert", [path, str(tmp_path / "out.keras")])):
         code, out, err = main(capsys, command, *args)
         assert code == 1
         assert out == ""
-        assert err == f"keras-embed {command}: error: {message.format(path=path)}\n"
+        assert err == f"keras-embed {command}: error: {message.format(path=path, size=size)}\n"
     assert not os.path.exists(tmp_path / "out.keras")
 
 
@@ -291,6 +297,23 @@ def test_a_file_keras_cannot_load_is_one_line(tmp_path, capsys):
     assert (code, out) == (1, "")
     assert err.startswith(f"keras-embed inspect: error: {path}: could not load the model: ")
     assert err.count("\n") == 1
+
+
+def test_a_damaged_file_found_while_loading_is_named_once(files, capsys, monkeypatch):
+    path = files["stock.keras"]
+
+    def load_model(filepath, **kwargs):
+        raise load_errors.DamagedModelFileError(f"Cannot load '{filepath}': the file is cut short.")
+
+    monkeypatch.setattr(keras.models, "load_model", load_model)
+    code, _, err = main(capsys, "inspect", path)
+    assert (code, err) == (1, f"keras-embed inspect: error: Cannot load '{path}': the file is cut short.\n")
+
+
+def test_convert_names_a_bad_to_argument(files, tmp_path):
+    with pytest.raises(ValueError, match="^to must be 'keras_embed' or 'stock', not 'Stock'$"):
+        saved_models.convert(files["stock.keras"], str(tmp_path / "out.keras"), to="Stock")
+    assert os.listdir(tmp_path) == []
 
 
 def test_convert_refuses_bad_outputs(files, tmp_path, capsys):
@@ -394,22 +417,10 @@ def test_usage_errors(capsys):
     assert "keras-embed: error: the following arguments are required: COMMAND" in err
     code, _, err = main(capsys, "inspect", "a.keras", "--bogus")
     assert (code, err.splitlines()[-1]) == (2, "keras-embed: error: unrecognized arguments: --bogus")
+    code, _, err = main(capsys, "bench", "--repeats", "2")
+    assert (code, err.splitlines()[-1]) == (2, "keras-embed: error: unrecognized arguments: --repeats 2")
     code, _, err = main(capsys, "demo", "--epochs", "0")
     assert (code, err) == (1, "keras-embed demo: error: --epochs must be at least 1\n")
-
-
-def test_bench_passes_its_options_on(capsys, monkeypatch):
-    calls = []
-    fake = types.ModuleType("keras_embed.benchmark")
-    fake.main = lambda argv=None: calls.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "keras_embed.benchmark", fake)
-    monkeypatch.setattr(keras_embed, "benchmark", fake, raising=False)
-
-    code, _, _ = main(capsys, "bench", "--quick", "--output", "results", "--repeats", "2")
-    assert code == 3
-    assert calls == [["--quick", "--output", "results", "--repeats", "2"]]
-    main(capsys, "bench")
-    assert calls[-1] == []
 
 
 def test_bench_without_matplotlib(capsys, monkeypatch):
@@ -420,11 +431,3 @@ def test_bench_without_matplotlib(capsys, monkeypatch):
         "keras-embed bench: error: the benchmark suite draws its plot with matplotlib, "
         "which is not installed: pip install 'keras-embed[bench]'\n",
     )
-
-
-def test_bench_without_the_suite(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "keras_embed.benchmark", None)
-    monkeypatch.delattr(keras_embed, "benchmark", raising=False)
-    code, _, err = main(capsys, "bench", "--quick")
-    assert code == 1
-    assert err.startswith("keras-embed bench: error: the benchmark suite is not available: ")
