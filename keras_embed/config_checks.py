@@ -8,10 +8,11 @@ refused before it is allocated, so the process survives to read the error.
 
 Example:
 
->>> check_size("words", "input_dim", "10")
-Traceback (most recent call last):
-...
-ValueError: Embedding layer 'words': `input_dim` must be a positive integer. Received: input_dim='10' (of type str).
+>>> try:
+...     check_size("words", "input_dim", "10")
+... except InvalidConfigError as error:
+...     print(error)
+Embedding layer 'words': `input_dim` must be a positive integer. Received: input_dim='10' (of type str).
 """
 
 import numbers
@@ -21,6 +22,16 @@ import numpy as np
 
 # Tables smaller than this are not compared with the memory available.
 _SMALL_TABLE_BYTES = 2**30
+
+# Where memory is read: the machine's, then the cgroup's (a container's
+# limit): (folder, limit, usage, `memory.stat` field of droppable cache) for
+# cgroup v2, then v1.
+_MEMINFO = "/proc/meminfo"
+_CGROUP_FILES = (
+    ("/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),
+    ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
+     "total_inactive_file"),
+)
 
 # Bytes per value of a table stored quantized, by quantization mode.
 _QUANTIZED_BYTES = {"int8": 1.0, "float8": 1.0, "int4": 0.5}
@@ -104,6 +115,45 @@ def check_weights(layer_name, weights, input_dim, output_dim):
     return array
 
 
+def check_lora_rank(layer_name, value):
+    """Returns `lora_rank` as an int or None; else an error.
+
+    A positive integer enables LoRA at build; `None` or 0 (as stock) leave it
+    off.
+    """
+    if value is None:
+        return None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    raise InvalidConfigError(
+        f"Embedding layer '{layer_name}': `lora_rank` must be a positive "
+        f"integer or None. Received: lora_rank={value!r} (of type "
+        f"{type(value).__name__})."
+    )
+
+
+def check_lora_alpha(layer_name, value):
+    """Returns `lora_alpha` (an int or float) or None; else an error.
+
+    Stock takes any number, and scales the LoRA delta by
+    `lora_alpha / lora_rank`.
+    """
+    if value is None:
+        return None
+    if (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and np.isfinite(value)
+        and value > 0
+    ):
+        return int(value) if isinstance(value, numbers.Integral) else float(value)
+    raise InvalidConfigError(
+        f"Embedding layer '{layer_name}': `lora_alpha` must be a positive "
+        f"number or None. Received: lora_alpha={value!r} (of type "
+        f"{type(value).__name__})."
+    )
+
+
 def table_bytes(input_dim, output_dim, dtype_policy, lora_rank=None):
     """Bytes the table takes as the layer's dtype policy stores it, plus its
     float32 LoRA matrices `(input_dim, lora_rank)` and
@@ -114,19 +164,28 @@ def table_bytes(input_dim, output_dim, dtype_policy, lora_rank=None):
     else:
         per_value = np.dtype(dtype_policy.variable_dtype).itemsize
     size = input_dim * output_dim * per_value
-    if isinstance(lora_rank, int) and not isinstance(lora_rank, bool) and lora_rank > 0:
+    if lora_rank:
         size += (input_dim + output_dim) * lora_rank * 4
     return size
 
 
 def available_memory_bytes():
-    """Memory this machine can still give, in bytes, or None if unknown.
+    """Memory this process can still get, in bytes, or None if unknown.
 
-    Linux's `MemAvailable` (free memory plus caches it can drop), else the
-    free physical pages.
+    The less of what the machine can still give (Linux's `MemAvailable`:
+    free memory plus caches it can drop; else the free physical pages) and
+    what the process's cgroup still allows (a container's memory limit).
     """
+    known = [
+        left for left in (_machine_memory_left(), _cgroup_memory_left())
+        if left is not None
+    ]
+    return min(known) if known else None
+
+
+def _machine_memory_left():
     try:
-        with open("/proc/meminfo") as meminfo:
+        with open(_MEMINFO) as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
@@ -136,6 +195,44 @@ def available_memory_bytes():
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def _cgroup_memory_left():
+    """The cgroup's memory limit less its usage, or None (no limit, or no
+    cgroup files to read).
+
+    cgroup v2 (`memory.max`, "max" for no limit, less `memory.current`),
+    else v1 (`memory.limit_in_bytes` less `memory.usage_in_bytes`). Usage
+    counts page cache; its inactive part, which the kernel drops before it
+    refuses memory, is not counted (as `docker stats` does).
+    """
+    for root, limit_file, usage_file, cache_field in _CGROUP_FILES:
+        try:
+            with open(os.path.join(root, limit_file)) as file:
+                limit = file.read().strip()
+            with open(os.path.join(root, usage_file)) as file:
+                usage = int(file.read())
+            if limit == "max":
+                return None
+            limit = int(limit)
+        except (OSError, ValueError):
+            continue
+        usage -= min(_cgroup_stat(root, cache_field), usage)
+        return max(limit - usage, 0)
+    return None
+
+
+def _cgroup_stat(root, field):
+    """A field of the cgroup's `memory.stat`, in bytes; 0 if unreadable."""
+    try:
+        with open(os.path.join(root, "memory.stat")) as stat:
+            for line in stat:
+                name, _, value = line.partition(" ")
+                if name == field:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def check_table_fits(layer_name, input_dim, output_dim, dtype_policy, lora_rank=None):
@@ -166,7 +263,8 @@ def check_table_fits(layer_name, input_dim, output_dim, dtype_policy, lora_rank=
 
 
 def check_saved_shapes(layer, variables, store):
-    """Checks the file's arrays have the shapes of the layer's variables.
+    """Checks the file has one array per variable of the layer, each of the
+    variable's shape.
 
     Called by `Embedding.load_own_variables` before assigning: the shapes
     come from the layer's config, the arrays from the file.
@@ -176,6 +274,13 @@ def check_saved_shapes(layer, variables, store):
         variables: its variables, in the order they were saved.
         store: the saved arrays, keyed "0", "1", ...
     """
+    if len(store.keys()) != len(variables):
+        raise InvalidConfigError(
+            f"Embedding layer '{layer.name}' expects {len(variables)} "
+            f"saved variables ({', '.join(v.name for v in variables)}; "
+            f"quantization mode {layer.quantization_mode}), but the file "
+            f"lists {len(store.keys())}."
+        )
     for index, variable in enumerate(variables):
         saved = tuple(store[str(index)].shape)
         expected = tuple(variable.shape)

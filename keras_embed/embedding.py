@@ -1,7 +1,6 @@
 """`keras_embed.Embedding`: a drop-in `keras.layers.Embedding`."""
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import constraints
 from keras import initializers
@@ -11,6 +10,7 @@ from keras import regularizers
 from keras_embed import config_checks
 from keras_embed import input_length as input_length_rules
 from keras_embed.ids import checked as checked_ids
+from keras_embed.ids import in_xla_context
 from keras_embed.ids import nan_rows_for_bad_ids
 from keras_embed.lora import LoraMixin
 from keras_embed.optimizers import is_updated_by_rows
@@ -52,10 +52,10 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
             vocabulary + 1), and every later layer must support masking.
         weights: Optional floating-point matrix of shape
             `(input_dim, output_dim)`: the initial embeddings.
-        lora_rank: Optional integer: the rank of a LoRA (Low-Rank
+        lora_rank: Optional positive integer: the rank of a LoRA (Low-Rank
             Adaptation) delta over a frozen table, enabled when the layer
-            is built (see `enable_lora`).
-        lora_alpha: Optional integer: the LoRA delta is scaled by
+            is built (see `enable_lora`). `None` or 0: no LoRA.
+        lora_alpha: Optional positive number: the LoRA delta is scaled by
             `lora_alpha / lora_rank`. Defaults to `lora_rank`.
         quantization_config: Optional `keras.quantizers.QuantizationConfig`
             for a quantized dtype policy (e.g. `dtype="int8_from_float32"`):
@@ -111,6 +111,8 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
         # Checked before anything is built: a config may come from a file.
         config_checks.check_size(self.name, "input_dim", input_dim)
         config_checks.check_size(self.name, "output_dim", output_dim)
+        lora_rank = config_checks.check_lora_rank(self.name, lora_rank)
+        lora_alpha = config_checks.check_lora_alpha(self.name, lora_alpha)
         config_checks.check_table_fits(
             self.name, input_dim, output_dim, self.dtype_policy, lora_rank
         )
@@ -191,13 +193,14 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
 
     def call(self, inputs):
         given = input_length_rules.ensure(inputs, self.input_length, self.name)
-        ids = checked_ids(given, self.input_dim, self.name)
+        xla = in_xla_context()
+        ids = checked_ids(given, self.input_dim, self.name, xla)
         if isinstance(ids, tf.SparseTensor):
             # Positions the sparse tensor leaves out look up row 0, as stock.
             ids = tf.sparse.to_dense(ids)
         outputs = self._look_up(ids)
         # Under XLA no check can raise: bad ids get NaN rows instead.
-        outputs = nan_rows_for_bad_ids(outputs, given, self.input_dim)
+        outputs = nan_rows_for_bad_ids(outputs, given, self.input_dim, xla)
         return ops.cast(outputs, self.compute_dtype)
 
     def _look_up(self, ids):
@@ -264,13 +267,6 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
         if not self.built:
             return
         variables = self._saved_variables()
-        if len(store.keys()) != len(variables):
-            raise ValueError(
-                f"Embedding layer '{self.name}' expects {len(variables)} "
-                f"saved variables ({', '.join(v.name for v in variables)}; "
-                f"quantization mode {self.quantization_mode}), but the file "
-                f"lists {len(store.keys())}."
-            )
         config_checks.check_saved_shapes(self, variables, store)
         for index, variable in enumerate(variables):
             variable.assign(store[str(index)])
@@ -338,6 +334,3 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
         if self.input_length is not None:
             sizes += f", input_length={self.input_length!r}"
         return f"<Embedding name={self.name}, {sizes}>"
-
-
-input_length_rules.install_sequential_input(Embedding)

@@ -20,7 +20,7 @@ from keras_embed.config_checks import InvalidConfigError
 from keras_embed.ids import complete_error
 
 
-def standardize(input_length, layer_name=None):
+def standardize(input_length, layer_name):
     """Checks an `input_length` argument; returns it as an int, tuple or None.
 
     Args:
@@ -40,11 +40,10 @@ def standardize(input_length, layer_name=None):
             return tuple(None if d is None else int(d) for d in entries)
     elif _is_length(input_length):
         return int(input_length)
-    prefix = f"Embedding layer '{layer_name}': " if layer_name else ""
     raise InvalidConfigError(
-        f"{prefix}`input_length` must be a positive integer, or a tuple of "
-        "positive integers and None with one entry per non-batch axis of the "
-        "input (each below 2**63, the largest dim a tensor can have). "
+        f"Embedding layer '{layer_name}': `input_length` must be a positive "
+        "integer, or a tuple of positive integers and None with one entry per "
+        "non-batch axis of the input (each below 2**63, the largest dim a tensor can have). "
         f"Received: input_length={input_length!r} "
         f"(of type {type(input_length).__name__})."
     )

@@ -213,5 +213,3 @@ def install():
         if not getattr(load_model, "_keras_embed_explained", False):
             module.load_model = _explained(load_model)
 
-
-install()

@@ -20,6 +20,8 @@ import tensorflow as tf
 from keras import initializers
 from keras import ops
 
+from keras_embed import config_checks
+
 
 class LoraMixin:
     """`enable_lora` and the LoRA delta, for `keras_embed.Embedding`."""
@@ -43,8 +45,8 @@ class LoraMixin:
 
         Args:
             rank: positive integer, the rank of the delta.
-            lora_alpha: the delta is scaled by `lora_alpha / rank`.
-                Defaults to `rank` (a scale of 1).
+            lora_alpha: positive number: the delta is scaled by
+                `lora_alpha / rank`. Defaults to `rank` (a scale of 1).
             a_initializer: initializer of `lora_embeddings_a`
                 `(input_dim, rank)`.
             b_initializer: initializer of `lora_embeddings_b`
@@ -53,7 +55,8 @@ class LoraMixin:
         Raises:
             ValueError: if the layer has an `embeddings_constraint`, is not
                 built, already has LoRA enabled, or `rank` is not a positive
-                integer.
+                integer; `config_checks.InvalidConfigError` (a `ValueError`)
+                if `lora_alpha` is not a positive number.
         """
         if self.embeddings_constraint:
             raise ValueError(
@@ -80,6 +83,7 @@ class LoraMixin:
                 "`rank` must be a positive integer. "
                 f"Received: rank={rank!r} (of type {type(rank).__name__})."
             )
+        lora_alpha = config_checks.check_lora_alpha(self.name, lora_alpha)
         was_locked = self._tracker.locked
         self._tracker.unlock()
         # Float32 whatever the policy: a low-precision delta would underflow

@@ -141,11 +141,6 @@ class QuantizationMixin:
     `keras.layers.Embedding` has them; `model.quantize(...)` finds them.
     """
 
-    @property
-    def variable_serialization_spec(self):
-        """Variable names in saved order, per quantization mode (as stock)."""
-        return {mode: list(names) for mode, names in SAVED_VARIABLES.items()}
-
     def quantize(self, mode=None, type_check=True, config=None):
         """Quantizes the built float table in place, to int8 or int4.
 
@@ -170,12 +165,13 @@ class QuantizationMixin:
             raise self._not_implemented_error(self.quantize)
         if mode not in MODES:
             raise self._quantization_mode_error(mode)
-        policy = self.dtype_policy
-        asked_block_size = getattr(_own_policy(self), "block_size", None)
-        if policy.quantization_mode == "int4" and asked_block_size is not None:
+        # The layer's own policy, also under a `DTypePolicyMap` (whose
+        # `quantization_mode` and `name` are its default policy's).
+        policy = _own_policy(self)
+        if policy.quantization_mode == "int4" and getattr(policy, "block_size", None) is not None:
             # Reached from `layer.dtype_policy = "int4/64_from_float32"`:
             # Keras passes a default config, the policy says what was asked.
-            config = quantizers.Int4QuantizationConfig(block_size=asked_block_size)
+            config = quantizers.Int4QuantizationConfig(block_size=policy.block_size)
         block_size = int4_block_size(self, config) if mode == "int4" else None
         codes, scale, zero = quantize_table(
             tf.convert_to_tensor(self._embeddings), mode, config, block_size
@@ -235,9 +231,17 @@ class QuantizationMixin:
                 trainable=False,
             )
             self.g_idx.assign(np.arange(output_dim) // block_size)
-        if mode == "int4":
-            self._int4_block_size = block_size
         self._is_quantized = True
+
+    @property
+    def _int4_block_size(self):
+        """The int4 group width the table is stored with (stock's attribute).
+
+        From the same config and policy `quantized_build` read it from:
+        `quantize` stores its config before building, and the policy it sets
+        afterwards names the same block size.
+        """
+        return int4_block_size(self, self.quantization_config)
 
     def _int8_call(self, inputs, training=None):
         return self.call(inputs)
@@ -257,14 +261,16 @@ class QuantizationMixin:
         if mode is None:
             self._embeddings.assign(table)
             return
-        block_size = getattr(self, "_int4_block_size", None)
-        codes, scale, zero = quantize_table(
-            ops.convert_to_tensor(table, self.variable_dtype),
-            mode,
-            self.quantization_config,
-            block_size,
+        self._assign_quantized(
+            *self._requantized(ops.convert_to_tensor(table, self.variable_dtype))
         )
-        self._assign_quantized(codes, scale, zero)
+
+    def _requantized(self, table):
+        """`(codes, scale, zero)` of a float table, quantized as this layer's
+        is: same mode, block size and weight quantizer."""
+        return quantize_table(
+            table, self.quantization_mode, self.quantization_config, self._int4_block_size
+        )
 
     def _assign_quantized(self, codes, scale, zero):
         self._embeddings.assign(codes)
@@ -313,10 +319,7 @@ class QuantizationMixin:
         values = dict(zip(names, self._variables_by_name(names)))
         if self.lora_enabled:
             merged = ops.add(self._dequantized_table(), self._lora_delta())
-            block_size = getattr(self, "_int4_block_size", None)
-            codes, scale, zero = quantize_table(
-                merged, mode, self.quantization_config, block_size
-            )
+            codes, scale, zero = self._requantized(merged)
             values.update(embeddings=codes, embeddings_scale=scale)
             if zero is not None:
                 values["embeddings_zero"] = zero

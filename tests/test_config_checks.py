@@ -139,6 +139,110 @@ def test_available_memory_is_read_from_the_system():
     assert available is not None and 10**8 < available < 10**14
 
 
+def _memory_files(tmp_path, monkeypatch, meminfo_kb, v2=None, v1=None):
+    """Points config_checks at fake /proc/meminfo and cgroup folders.
+
+    `v2` / `v1`: dicts of file name to contents, or None for no such folder.
+    """
+    (tmp_path / "meminfo").write_text(f"MemTotal: 99999999 kB\nMemAvailable: {meminfo_kb} kB\n")
+    monkeypatch.setattr(config_checks, "_MEMINFO", str(tmp_path / "meminfo"))
+    folders = []
+    for name, files, limit, usage, cache in (
+        ("v2", v2, "memory.max", "memory.current", "inactive_file"),
+        ("v1", v1, "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+    ):
+        folder = tmp_path / name
+        folder.mkdir()
+        for file_name, text in (files or {}).items():
+            (folder / file_name).write_text(text)
+        folders.append((str(folder), limit, usage, cache))
+    monkeypatch.setattr(config_checks, "_CGROUP_FILES", tuple(folders))
+
+
+def test_available_memory_without_cgroup_files_is_memavailable(tmp_path, monkeypatch):
+    _memory_files(tmp_path, monkeypatch, 3_000_000)
+    assert config_checks.available_memory_bytes() == 3_000_000 * 1024
+
+
+def test_a_cgroup_v2_limit_below_memavailable_wins(tmp_path, monkeypatch):
+    _memory_files(tmp_path, monkeypatch, 30_000_000, v2={
+        "memory.max": "4000000000\n", "memory.current": "1500000000\n",
+        "memory.stat": "anon 1000000000\nfile 500000000\ninactive_file 300000000\n",
+    })
+    # 4.0 GB limit, 1.5 GB used of which 0.3 GB is cache the kernel drops first.
+    assert config_checks.available_memory_bytes() == 4_000_000_000 - 1_200_000_000
+
+
+def test_cgroup_v2_max_means_no_limit(tmp_path, monkeypatch):
+    _memory_files(tmp_path, monkeypatch, 3_000_000, v2={"memory.max": "max\n", "memory.current": "123\n"})
+    assert config_checks.available_memory_bytes() == 3_000_000 * 1024
+
+
+def test_a_cgroup_v1_limit_below_memavailable_wins(tmp_path, monkeypatch):
+    _memory_files(tmp_path, monkeypatch, 30_000_000, v1={
+        "memory.limit_in_bytes": "2000000000\n", "memory.usage_in_bytes": "500000000\n",
+    })  # No memory.stat: all usage counts.
+    assert config_checks.available_memory_bytes() == 1_500_000_000
+
+
+def test_a_cgroup_limit_above_memavailable_changes_nothing(tmp_path, monkeypatch):
+    # cgroup v1 writes "no limit" as a huge number.
+    _memory_files(tmp_path, monkeypatch, 3_000_000, v1={
+        "memory.limit_in_bytes": "9223372036854771712\n", "memory.usage_in_bytes": "5000\n",
+    })
+    assert config_checks.available_memory_bytes() == 3_000_000 * 1024
+
+
+def test_a_full_cgroup_refuses_a_table_memavailable_would_take(tmp_path, monkeypatch):
+    _memory_files(tmp_path, monkeypatch, 30_000_000, v2={
+        "memory.max": "2000000000", "memory.current": "1000000000",
+    })
+    with pytest.raises(InvalidConfigError, match=r"needs 2\.0 GB, more than the 1\.0 GB of memory available"):
+        keras_embed.Embedding(1_000_000, 512, name="t")
+
+
+@pytest.mark.parametrize("value", ["2", 2.0, -1, True, [2]])
+def test_bad_lora_rank_names_the_layer_and_the_field(value):
+    with pytest.raises(InvalidConfigError) as error:
+        keras_embed.Embedding(5, 2, lora_rank=value, name="words")
+    assert _first_line(error) == (
+        "Embedding layer 'words': `lora_rank` must be a positive integer or None. "
+        f"Received: lora_rank={value!r} (of type {type(value).__name__})."
+    )
+
+
+@pytest.mark.parametrize("value", ["x", 0, -2, float("nan"), float("inf"), True, [4]])
+def test_bad_lora_alpha_names_the_layer_and_the_field(value):
+    with pytest.raises(InvalidConfigError) as error:
+        keras_embed.Embedding(5, 2, lora_rank=2, lora_alpha=value, name="words")
+    assert _first_line(error) == (
+        "Embedding layer 'words': `lora_alpha` must be a positive number or None. "
+        f"Received: lora_alpha={value!r} (of type {type(value).__name__})."
+    )
+
+
+@pytest.mark.parametrize("field, value", [("lora_rank", "2"), ("lora_alpha", "x")])
+def test_bad_lora_fields_in_a_config_fail_with_our_message_first(field, value):
+    config = {**keras_embed.Embedding(5, 2, name="words").get_config(), "lora_rank": 2, field: value}
+    with pytest.raises(InvalidConfigError) as error:
+        keras_embed.Embedding.from_config(config)
+    assert _first_line(error).startswith(f"Embedding layer 'words': `{field}` must be a positive")
+
+
+def test_lora_arguments_stock_takes_are_taken():
+    ids = np.array([[1, 4]])
+    for rank, alpha in [(2, 0.5), (np.int64(3), np.float32(1.5)), (4, 8), (2, None)]:
+        layer = keras_embed.Embedding(5, 2, lora_rank=rank, lora_alpha=alpha)
+        layer(ids)
+        assert layer.lora_enabled and layer.lora_rank == rank
+        assert layer.lora_alpha == (rank if alpha is None else alpha)
+        json.dumps(layer.get_config())  # NumPy scalars became Python numbers.
+    for rank in (None, 0):  # As stock: no LoRA.
+        layer = keras_embed.Embedding(5, 2, lora_rank=rank)
+        layer(ids)
+        assert not layer.lora_enabled
+
+
 # Configs from files: errors name the layer and field, nothing runs.
 
 
@@ -252,6 +356,18 @@ def test_weights_file_of_another_table_shape(tmp_path):
                        r"shape \(40, 6\), but the layer's config \(input_dim=40, output_dim=5\) "
                        r"makes it \(40, 5\)"):
         other.load_weights(tmp_path / "m.weights.h5")
+
+
+def test_a_store_with_another_number_of_variables_is_refused():
+    layer = keras_embed.Embedding(4, 3, name="words")
+    layer.build()
+    store = {"0": np.zeros((4, 3), "float32"), "1": np.ones((4,), "float32")}
+    with pytest.raises(InvalidConfigError) as error:
+        layer.load_own_variables(store)
+    assert str(error.value) == (
+        "Embedding layer 'words' expects 1 saved variables (embeddings; quantization "
+        "mode None), but the file lists 2."
+    )
 
 
 def test_legacy_h5_of_another_table_shape_is_refused_by_keras(tmp_path):

@@ -137,7 +137,10 @@ def test_enable_lora_errors_quote_stocks_words_and_our_layer():
     for rank in (0, -1, 2.5, True, "2"):
         with pytest.raises(ValueError, match=f"`rank` must be a positive integer. Received: rank={rank!r}"):
             layer.enable_lora(rank)
-    assert not layer.lora_enabled
+    with pytest.raises(ValueError, match=r"^Embedding layer 'words': `lora_alpha` must be a positive "
+                       r"number or None\. Received: lora_alpha='x' \(of type str\)\.$"):
+        layer.enable_lora(2, lora_alpha="x")
+    assert not layer.lora_enabled and [w.name for w in layer.weights] == ["embeddings"]
     layer.enable_lora(2)
     with pytest.raises(
         ValueError,

@@ -407,3 +407,36 @@ def test_quantized_layer_trains_nothing_but_the_model_still_trains(rng):
     for name, value in stored(embedding).items():
         np.testing.assert_array_equal(value, before[name])
     assert not np.array_equal(ours.get_layer("dense").kernel.numpy(), dense_before)
+
+
+def _in_a_policy_map(own_policy):
+    """A built layer whose dtype is a DTypePolicyMap: float32 by default,
+    `own_policy` for this layer."""
+    policy_map = keras.dtype_policies.DTypePolicyMap(default_policy="float32")
+    policy_map["words"] = own_policy
+    layer = keras_embed.Embedding(V, D, name="words", dtype=policy_map)
+    layer.build()
+    return layer
+
+
+@pytest.mark.parametrize(
+    "mode, config, policy, scale_shape",
+    [("int8", None, "int8_from_bfloat16", (V,)),
+     ("int4", Int4QuantizationConfig(block_size=8), "int4/8_from_bfloat16", (V, 3))],
+)
+def test_quantize_under_a_policy_map_reads_the_layers_own_policy(mode, config, policy, scale_shape):
+    # The map's own `name` and `quantization_mode` are its default's: stock
+    # Keras 3.15 names the new policy "int8_from_map_float32", and fails.
+    layer = _in_a_policy_map("bfloat16")
+    layer.quantize(mode, config=config)
+    assert layer.dtype_policy["words"].name == policy
+    assert tuple(layer.embeddings_scale.shape) == scale_shape
+    assert layer(np.array([[1, 2]])).dtype == "bfloat16"
+
+
+def test_int4_policy_set_under_a_policy_map_quantizes_with_its_block_size():
+    layer = _in_a_policy_map("float32")
+    layer.dtype_policy = "int4/8_from_float32"  # Keras then calls quantize("int4").
+    assert layer.quantization_mode == "int4"
+    assert layer._int4_block_size == 8 and layer.quantization_config.block_size == 8
+    assert tuple(layer.embeddings_scale.shape) == (V, 3)

@@ -11,6 +11,7 @@ import tensorflow as tf
 import keras_embed
 
 THREADS = 8
+ROUNDS = 5
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +30,18 @@ def _batches():
     return [rng.integers(0, 500, size=(32, 20)).astype("int32") for _ in range(THREADS)]
 
 
-def _at_once(call, batches, rounds=5):
-    """Each thread calls `call` on its batch `rounds` times, all starting together."""
+def _at_once(call, batches):
+    """Each thread calls `call` on its batch ROUNDS times, all starting together.
+
+    Fails if a thread is still running after 120 s of waiting for it.
+    """
     results, errors = [[] for _ in batches], [None] * len(batches)
     start = threading.Barrier(len(batches))
 
     def work(index):
         start.wait()
         try:
-            for _ in range(rounds):
+            for _ in range(ROUNDS):
                 results[index].append(np.asarray(call(batches[index])))
         except Exception as error:  # Reported to the test below.
             errors[index] = error
@@ -47,6 +51,7 @@ def _at_once(call, batches, rounds=5):
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
+    assert [thread.is_alive() for thread in threads] == [False] * len(threads), "a thread hung"
     return results, errors
 
 
@@ -54,6 +59,7 @@ def _check_identical(call, batches):
     expected = [np.asarray(call(batch)) for batch in batches]
     results, errors = _at_once(call, batches)
     assert errors == [None] * len(batches)
+    assert [len(got) for got in results] == [ROUNDS] * len(batches)
     for got, want in zip(results, expected):
         for result in got:
             np.testing.assert_array_equal(result, want)
@@ -89,5 +95,6 @@ def test_bad_ids_fail_only_their_thread(model, tmp_path):
     for index, (got, want) in enumerate(zip(results, expected)):
         if index != 3:
             assert errors[index] is None
+            assert len(got) == ROUNDS
             for result in got:
                 np.testing.assert_array_equal(result, want)
