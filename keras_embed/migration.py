@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from keras_embed.embedding import Embedding
+from keras_embed.layers.embedding_bag import EmbeddingBag
 
 STOCK = "keras.layers.Embedding"
 OURS = "keras_embed.Embedding"
@@ -95,11 +96,38 @@ def unswap(model):
 
     Raises:
         TypeError: if `model` is not a Keras model.
-        ValueError: if `model` is a subclassed model, or if a later layer
+        ValueError: if `model` is a subclassed model, if a later layer
             needs the output shape that only `input_length` gave (for
-            example `Flatten` -> `Dense` on inputs of unknown length).
+            example `Flatten` -> `Dense` on inputs of unknown length), or
+            if it holds a `keras_embed.EmbeddingBag`, which stock Keras has
+            no layer for.
     """
+    _refuse_bags(model)
     return _replace(model, Embedding, _to_stock, "unswap")
+
+
+def _refuse_bags(model):
+    """Raises for the first `EmbeddingBag` in `model`: no stock layer."""
+    pending = _inner_layers(model)
+    while pending:
+        layer = pending.pop(0)
+        if isinstance(layer, EmbeddingBag):
+            pooling = ("keras.layers.GlobalAveragePooling1D()"
+                       if layer.combiner == "mean"
+                       else f"a layer of your own that takes the {layer.combiner}")
+            raise ValueError(
+                f"unswap() cannot replace layer '{layer.name}' "
+                "(keras_embed.EmbeddingBag): stock Keras has no bag layer. "
+                "Replace it in the model's code by keras.layers.Embedding("
+                f"{layer.input_dim}, {layer.output_dim}, mask_zero="
+                f"{layer.mask_zero}) on padded dense ids, followed by "
+                f"{pooling} over the bag axis (with the Embedding's mask), "
+                "and give that Embedding this layer's table "
+                "(`layer.get_weights()`): the outputs are the same, except "
+                "that a bag of padding only gives NaN there, zeros here. "
+                "Then unswap the new model."
+            )
+        pending.extend(_inner_layers(layer))
 
 
 def class_name(layer):

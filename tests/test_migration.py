@@ -363,3 +363,22 @@ def test_optimizer_state_that_does_not_line_up_is_reported():
         "its variables do not line up with the new model's."
     ]
     assert swapped.compiled
+
+
+def test_unswap_refuses_an_embedding_bag_and_says_what_to_do():
+    ids = keras.Input((4,), dtype="int32")
+    inner = keras.Sequential([keras_embed.EmbeddingBag(50, 8, mask_zero=True, name="genres")])
+    model = keras.Model(ids, keras.layers.Dense(1)(inner(ids)))
+    with pytest.raises(ValueError) as caught:
+        keras_embed.unswap(model)
+    assert str(caught.value).startswith(
+        "unswap() cannot replace layer 'genres' (keras_embed.EmbeddingBag): stock Keras "
+        "has no bag layer. Replace it in the model's code by keras.layers.Embedding(50, 8, "
+        "mask_zero=True) on padded dense ids, followed by "
+        "keras.layers.GlobalAveragePooling1D() over the bag axis"
+    )
+    # swap has nothing to replace in it: the bag is copied as it is.
+    swapped = keras_embed.swap(model)
+    batch = np.array([[1, 2, 0, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(swapped.predict(batch, verbose=0), model.predict(batch, verbose=0))
+    assert type(swapped.layers[1].layers[0]) is keras_embed.EmbeddingBag
