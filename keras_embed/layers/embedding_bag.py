@@ -159,18 +159,42 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
         ids = checked_ids(inputs, self.input_dim, self.name, xla)
         if isinstance(ids, (tf.RaggedTensor, tf.SparseTensor)):
             outputs = self._combine_listed(ids, inputs, weights, xla)
-        else:
-            outputs = self._combine_dense(ids, inputs, weights, xla)
-        return tf.cast(outputs, self.compute_dtype)
-
-    def _combine_dense(self, ids, given, weights, xla):
-        """Bags along the last axis of dense ids: `(*, L)` -> `(*, D)`."""
-        if ids.shape.rank == 0:
+        elif ids.shape.rank == 0:
             raise complete_error(ValueError(
                 f"EmbeddingBag layer '{self.name}' received a single id "
                 f"(shape ()); a bag is the last axis of the ids, e.g. shape "
                 "(batch, length)."
             ))
+        elif self.mask_zero and not xla:
+            outputs = self._combine_compacted(ids, weights)
+        else:
+            outputs = self._combine_dense(ids, inputs, weights, xla)
+        return tf.cast(outputs, self.compute_dtype)
+
+    def _combine_compacted(self, ids, weights):
+        """Dense bags with padding: only the ids that are not padding are
+        looked up, listed bag after bag, and summed by a sorted segment sum.
+
+        The fastest way measured (see README, "Bags of ids"): it reads and
+        writes no rows for padding, and holds one `(ids, output_dim)` tensor
+        where multiplying by the mask holds two. XLA cannot compile ops of
+        a data-dependent size, so `_combine_dense` serves it.
+        """
+        shape = tf.shape(ids, out_type=tf.int64)
+        bags = tf.reduce_prod(shape[:-1])
+        by_bag = tf.reshape(ids, [-1, shape[-1]])
+        positions = tf.where(tf.not_equal(by_bag, 0))  # In row-major order.
+        rows = self._look_up(tf.gather_nd(by_bag, positions))
+        if weights is not None:
+            weights = self._dense_weights(weights, ids, rows.dtype)
+            weights = tf.gather_nd(tf.reshape(weights, tf.shape(by_bag)), positions)
+        outputs = self._reduce(rows, positions[:, 0], bags, weights, None, True, False)
+        outputs = tf.reshape(outputs, tf.concat([shape[:-1], [self.output_dim]], 0))
+        outputs.set_shape(ids.shape[:-1].concatenate([self.output_dim]))
+        return outputs
+
+    def _combine_dense(self, ids, given, weights, xla):
+        """Bags along the last axis of dense ids: `(*, L)` -> `(*, D)`."""
         rows = self._look_up(ids)
         # Under XLA no check can raise: bad ids get NaN rows, NaN bags.
         rows = nan_rows_for_bad_ids(rows, given, self.input_dim, xla)
@@ -226,28 +250,59 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
             flat, flat_given = ids.values, given.values
             bag_of = ids.indices[:, 0]
             bags = ids.dense_shape[0]
+        if isinstance(ids, tf.RaggedTensor):
+            ordered = True
+        else:  # Sparse tensors are usually, not always, in row-major order.
+            ordered = tf.reduce_all(bag_of[1:] >= bag_of[:-1])
+        if weights is not None:
+            weights = self._listed_weights(weights, ids)
+        present = None
+        if self.mask_zero and not xla:  # Padding left out before the lookup.
+            kept = tf.not_equal(flat, 0)
+            flat, bag_of = tf.boolean_mask(flat, kept), tf.boolean_mask(bag_of, kept)
+            if weights is not None:
+                weights = tf.boolean_mask(weights, kept)
+        elif self.mask_zero:
+            present = tf.not_equal(flat, 0)
         rows = self._look_up(flat)  # (n, D), the gradient's rows.
         rows = nan_rows_for_bad_ids(rows, flat_given, self.input_dim, xla)
         if weights is not None:
-            weights = self._listed_weights(weights, ids, rows.dtype)
-        present = None
-        if self.mask_zero:
-            present = tf.not_equal(flat, 0)
+            weights = _as_weights(weights, rows.dtype, self.name)
+        return self._reduce(rows, bag_of, bags, weights, present, ordered, xla)
+
+    def _reduce(self, rows, bag_of, bags, weights, present, ordered, xla):
+        """Combines the rows `(n, D)` of `bags` bags: row `i` is in bag
+        `bag_of[i]`, with weight `weights[i]` (or 1), if `present[i]` (or
+        always). `ordered`: whether `bag_of` never decreases (a bool or a
+        boolean tensor); under XLA segment ops need a static output size."""
+        if present is not None:
             mask = tf.cast(present, rows.dtype)
             weights = mask if weights is None else weights * mask
 
-        def per_bag(values):
-            return tf.math.unsorted_segment_sum(values, bag_of, bags)
+        def per_bag(values, op="sum"):
+            unsorted = getattr(tf.math, f"unsorted_segment_{op}")
+            if xla or ordered is False:
+                return unsorted(values, bag_of, bags)
+            segment = getattr(tf.math, f"segment_{op}")
 
-        counts = per_bag(
-            tf.ones_like(flat, rows.dtype) if present is None
-            else tf.cast(present, rows.dtype)
-        )
+            def by_segments():
+                # Sizes of max(bag_of) + 1 rows: the last bags may be empty.
+                done = segment(values, bag_of)
+                missing = tf.cast(bags, tf.int32) - tf.shape(done)[0]
+                padding = [[0, missing]] + [[0, 0]] * (values.shape.rank - 1)
+                return tf.pad(done, padding)
+
+            if ordered is True:
+                return by_segments()
+            return tf.cond(ordered, by_segments, lambda: unsorted(values, bag_of, bags))
+
+        ones = tf.ones_like(rows[:, 0]) if present is None else tf.cast(present, rows.dtype)
+        counts = per_bag(ones)
         if self.combiner == "max":
             if present is not None:
                 rows = tf.where(present[:, None], rows, _lowest(rows.dtype))
-            # Empty bags get the dtype's lowest value here; zeros below.
-            top = tf.math.unsorted_segment_max(rows, bag_of, bags)
+            # Empty bags get 0 or the dtype's lowest value here; zeros below.
+            top = per_bag(rows, "max")
             top = tf.where(counts[:, None] > 0, top, tf.zeros_like(top))
             if xla:  # XLA's max drops NaN: put back the bad ids' NaN.
                 nan = per_bag(tf.cast(tf.math.is_nan(rows), rows.dtype)) > 0
@@ -284,7 +339,7 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
         with tf.control_dependencies([check]):
             return tf.identity(weights)
 
-    def _listed_weights(self, weights, ids, dtype):
+    def _listed_weights(self, weights, ids):
         """The flat weights of ragged or sparse `weights`, one per id."""
         if type(weights) is not type(ids):
             raise self._weights_kind_error(weights, ids)
@@ -304,7 +359,7 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
             message=self._weights_shape_message(f"the ids' {what}"),
         )
         with tf.control_dependencies([check]):
-            return tf.identity(_as_weights(values, dtype, self.name))
+            return tf.identity(values)
 
     def _weights_kind_error(self, weights, ids):
         return complete_error(TypeError(
