@@ -13,6 +13,12 @@ so that a machine shared with other work slows them alike; figures are medians.
   and optimizer's variables) plus the peak of a training step above that
   (from TensorFlow's CPU allocator).
 - The machine's memory-copy bandwidth, and the lookup's share of it.
+- Bags (`keras_embed.EmbeddingBag`, combiner "mean"), forward + backward to
+  the table, B bags of L ids: ours, `keras_embed.Embedding(mask_zero=True)`
+  -> `GlobalAveragePooling1D`, a plain `tf.reduce_mean(tf.gather(...))`, and
+  the fused `tf.sparse.segment_mean` (sparse gradient) on a table read
+  densely, fresh and after row updates (as `LazyAdam` leaves it); each with
+  the peak memory of one call above what was allocated before it.
 
 Ids are uniform at random: few repeats, the hardest case for `LazyAdam`.
 
@@ -49,6 +55,12 @@ FULL = {
     "train_rows": (100_000, 1_000_000, 4_000_000),
     "lookup_repeats": 75,
     "train_repeats": 15,
+    # (bags B, ids per bag L, dims D, rows V, share of padding): the issue's
+    # case, then with half of each bag padding (bags of 1 to 199 ids), and
+    # a large B x L x D whose (B, L, D) tensor holds 400 MiB.
+    "bag_shapes": ((256, 200, 64, 1_000_000, 0.0), (256, 200, 64, 1_000_000, 0.5),
+                   (4096, 200, 128, 100_000, 0.0)),
+    "bag_repeats": 15,
 }
 QUICK = {
     "lookup_rows": (10_000, 100_000),
@@ -56,8 +68,19 @@ QUICK = {
     "train_rows": (10_000, 100_000),
     "lookup_repeats": 9,
     "train_repeats": 5,
+    "bag_shapes": ((256, 200, 64, 100_000, 0.0), (256, 200, 64, 100_000, 0.5)),
+    "bag_repeats": 5,
 }
 GIB = 2**30
+BAG_CANDIDATES = (
+    "EmbeddingBag", "Embedding -> GlobalAveragePooling1D", "reduce_mean(gather)",
+    "tf.sparse.segment_mean", "tf.sparse.segment_mean, table written by rows",
+)
+
+# The peak memory figures read TensorFlow's CPU allocator statistics, which
+# only its BFC allocator keeps. It is chosen when the first tensor is made,
+# so this must come before (`python benchmarks/run.py`, `keras-embed bench`).
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 
 def main(argv=None):
@@ -115,6 +138,13 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
         results["training"].append(result)
         progress(f"[training {number}/{len(settings['train_rows'])}] "
                  f"V={rows:,}: " + _medians(result))
+    results["bags"] = []
+    for number, shape in enumerate(settings["bag_shapes"], 1):
+        result = measure_bags(*shape, repeats=settings["bag_repeats"], rng=rng)
+        results["bags"].append(result)
+        progress(f"[bags {number}/{len(settings['bag_shapes'])}] "
+                 "B={:,} L={} D={} V={:,} padding {:.0%}: ".format(*shape)
+                 + _medians(result))
     results["floors"] = floors(results)
     results["seconds"] = time.perf_counter() - started
     tables = format_tables(results)
@@ -310,6 +340,99 @@ def measure_training(rows, repeats, rng):
     }
 
 
+def measure_bags(batch, length, width, rows, padding, repeats, rng):
+    """Forward + backward of B bags of L ids each, every way, and the peak
+    memory of one call (above what was allocated before it).
+
+    With `padding` > 0, bag `b` ends in `round(padding * L)` zeros on
+    average (lengths spread evenly), which `reduce_mean(gather)` cannot leave
+    out: its figure is then the time of a different (wrong) answer.
+
+    Each candidate has its own table (the same values): a dense read of a
+    table once read or written by rows copies it, which only the candidate
+    "table written by rows" is meant to pay.
+    """
+    import keras
+    import tensorflow as tf
+
+    import keras_embed
+
+    table = rng.normal(size=(rows, width)).astype("float32")
+    ids = rng.integers(1, rows, size=(batch, length))
+    if padding:  # Bag lengths spread evenly, from 1 up to L.
+        lengths = np.round(np.linspace(1, 2 * (1 - padding) * length - 1, batch))
+        ids[np.arange(length) >= np.clip(lengths, 1, length)[:, None]] = 0
+    ids = tf.constant(ids, tf.int32)
+    upstream = tf.constant(rng.normal(size=(batch, width)), tf.float32)
+    # The fused kernel's input: the ids that are not padding, listed bag
+    # after bag (as a tf.SparseTensor holds them), made outside the timing.
+    kept = tf.reshape(ids, [-1]) != 0
+    flat = tf.boolean_mask(tf.reshape(ids, [-1]), kept)
+    bag_of = tf.boolean_mask(tf.repeat(tf.range(batch), length), kept)
+    bag = keras_embed.EmbeddingBag(rows, width, mask_zero=True, weights=table)
+    embedding = keras_embed.Embedding(rows, width, mask_zero=True, weights=table)
+    pooling = keras.layers.GlobalAveragePooling1D()
+    plain, fused, fused_rows = (tf.Variable(table) for _ in range(3))
+    # One row written with a scatter, as LazyAdam writes: TensorFlow now
+    # copies this table on every dense read.
+    fused_rows.scatter_update(tf.IndexedSlices(table[:1], [0]))
+    ways = {
+        "EmbeddingBag": (lambda t: bag(ids), bag.embeddings.value),
+        "Embedding -> GlobalAveragePooling1D": (
+            lambda t: pooling(embedding(ids), mask=embedding.compute_mask(ids)),
+            embedding.embeddings.value),
+        "reduce_mean(gather)": (lambda t: tf.reduce_mean(tf.gather(t, ids), axis=1), plain),
+        "tf.sparse.segment_mean": (
+            lambda t: tf.sparse.segment_mean(t, flat, bag_of, batch, sparse_gradient=True),
+            fused),
+        "tf.sparse.segment_mean, table written by rows": (
+            lambda t: tf.sparse.segment_mean(t, flat, bag_of, batch, sparse_gradient=True),
+            fused_rows),
+    }
+
+    def forward_backward(forward, variable):
+        @tf.function(autograph=False)
+        def call():
+            with tf.GradientTape() as tape:
+                outputs = forward(variable)
+                loss = tf.reduce_sum(outputs * upstream)
+            gradient = tape.gradient(loss, variable)
+            # Returned whole, so that no part of the work is pruned away.
+            return outputs, gradient.values, gradient.indices
+        return call
+
+    functions = {name: forward_backward(*way) for name, way in ways.items()}
+    first = functions["EmbeddingBag"]()[0].numpy()
+    for name, function in functions.items():
+        outputs, values, _ = function()
+        assert values.shape[0] <= batch * length, name  # a sparse gradient
+        if padding and name == "reduce_mean(gather)":
+            continue
+        np.testing.assert_allclose(outputs.numpy(), first, rtol=1e-4, atol=1e-6,
+                                   err_msg=name)
+    seconds = interleaved(functions, repeats)
+    peaks = {}
+    for name, function in functions.items():
+        gc.collect()
+        tf.config.experimental.reset_memory_stats("CPU:0")
+        current, _ = _allocated()
+        result = function()
+        peaks[name] = _allocated()[1] - current
+        del result
+    del functions, ways, bag, embedding
+    gc.collect()
+    keras.backend.clear_session()
+    return {
+        "batch": batch, "length": length, "width": width, "rows": rows,
+        "padding": padding, "ids": int(np.count_nonzero(ids)), "median_s": seconds, "peak_bytes": peaks,
+        "bag_vs_pooling": seconds["Embedding -> GlobalAveragePooling1D"]
+        / seconds["EmbeddingBag"],
+        "bag_vs_reduce_mean": seconds["reduce_mean(gather)"] / seconds["EmbeddingBag"],
+        # What a (B, L, D) float32 tensor holds.
+        "bld_bytes": batch * length * width * 4,
+    }
+
+
 def floors(results):
     """The issue's floors, each with its measured value and whether it is met."""
     checks = []
@@ -335,6 +458,17 @@ def floors(results):
                       / training[100_000]["median_s"]["ours + LazyAdam"])
             checks.append({"floor": "train: ours + LazyAdam at V=1M <= 1.5x its time at V=100K",
                            "value": growth, "met": growth <= 1.5})
+    for bags in results.get("bags", []):
+        if (bags["batch"], bags["length"], bags["width"], bags["rows"],
+                bags["padding"]) != (256, 200, 64, 1_000_000, 0.0):
+            continue
+        checks.append({"floor": "bags B=256 L=200 D=64 V=1M: EmbeddingBag >= 2x faster than "
+                                "Embedding(mask_zero) -> GlobalAveragePooling1D",
+                       "value": bags["bag_vs_pooling"], "met": bags["bag_vs_pooling"] >= 2})
+        checks.append({"floor": "bags B=256 L=200 D=64 V=1M: EmbeddingBag >= 0.9x "
+                                "reduce_mean(gather)",
+                       "value": bags["bag_vs_reduce_mean"],
+                       "met": bags["bag_vs_reduce_mean"] >= 0.9})
     return checks
 
 

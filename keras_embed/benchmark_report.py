@@ -42,11 +42,47 @@ def format_tables(results):
         times = " | ".join(f"{r['median_s'][name] * 1e3:.1f}" for name in trainings)
         peaks = " | ".join(f"{r['peak_bytes'][name] / GIB:.2f}" for name in trainings)
         lines.append(f"| {r['rows']:,} | {times} | {r['lazy_speedup_vs_stock_adam']:.1f}x | {peaks} |")
+    lines += _bag_tables(results.get("bags", []))
     lines += ["", "Floors:", ""]
     for check in results["floors"]:
         lines.append(f"- {'met' if check['met'] else 'NOT MET'}: {check['floor']} "
                      f"(measured {check['value']:.3f})")
     return "\n".join(lines)
+
+
+def _bag_tables(bags):
+    """Time and peak memory of each way to reduce bags, one row per shape."""
+    if not bags:
+        return []
+    names = list(bags[0]["median_s"])
+    shape = "| B | L | D | V | padding | "
+    rule = "|---:|---:|---:|---:|---:|" + "---:|" * len(names)
+    lines = [
+        "",
+        "Bags of ids (combiner mean), forward + backward to the table, median ms:",
+        "",
+        shape + " | ".join(names) + " | ours vs pooling | ours vs reduce_mean |",
+        rule + "---:|---:|",
+    ]
+    for r in bags:
+        sizes = (f"| {r['batch']:,} | {r['length']} | {r['width']} | {r['rows']:,} "
+                 f"| {r['padding']:.0%} | ")
+        lines.append(sizes + " | ".join(f"{r['median_s'][n] * 1e3:.1f}" for n in names)
+                     + f" | {r['bag_vs_pooling']:.2f}x | {r['bag_vs_reduce_mean']:.2f}x |")
+    lines += [
+        "",
+        "Bags: peak memory of one forward + backward call, MiB above what was "
+        "allocated before it (a (B, L, D) float32 tensor: last column):",
+        "",
+        shape + " | ".join(names) + " | (B, L, D) |",
+        rule + "---:|",
+    ]
+    for r in bags:
+        sizes = (f"| {r['batch']:,} | {r['length']} | {r['width']} | {r['rows']:,} "
+                 f"| {r['padding']:.0%} | ")
+        lines.append(sizes + " | ".join(f"{r['peak_bytes'][n] / 2**20:.0f}" for n in names)
+                     + f" | {r['bld_bytes'] / 2**20:.0f} |")
+    return lines
 
 
 def plot(results, path):

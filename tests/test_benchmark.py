@@ -32,6 +32,7 @@ def tiny_results():
         "bandwidth": benchmark.measure_copy_bandwidth(size=2**20, repeats=2),
         "lookup": [benchmark.measure_lookup(50, 4, repeats=2, rng=rng)],
         "training": [benchmark.measure_training(60, repeats=2, rng=rng)],
+        "bags": [benchmark.measure_bags(8, 5, 4, 50, 0.5, repeats=2, rng=rng)],
     }
     results["lookup"][0]["share_of_copy_bandwidth"] = benchmark.share_of_copy_bandwidth(
         results["lookup"][0], results["bandwidth"]
@@ -51,6 +52,26 @@ def test_measurements_have_every_candidate(tiny_results):
     assert 3 * table < training["held_bytes"]["ours + LazyAdam"] < 3 * table + 4096
     assert training["interleaved"] is True
     assert tiny_results["bandwidth"]["copy_gb_per_s"] > 0
+    bags = tiny_results["bags"][0]
+    assert set(bags["median_s"]) == set(bags["peak_bytes"]) == set(benchmark.BAG_CANDIDATES)
+    # Bags of 1 to 4 ids of 5 (lengths spread evenly): 20 ids, 20 padding.
+    assert bags["ids"] == 20 and bags["bld_bytes"] == 8 * 5 * 4 * 4
+    assert bags["bag_vs_pooling"] == (bags["median_s"]["Embedding -> GlobalAveragePooling1D"]
+                                      / bags["median_s"]["EmbeddingBag"])
+
+
+def test_bag_floors_are_checked_at_the_issues_shape_only():
+    def bags(padding, pooling, reduce_mean):
+        return {"batch": 256, "length": 200, "width": 64, "rows": 1_000_000,
+                "padding": padding, "bag_vs_pooling": pooling, "bag_vs_reduce_mean": reduce_mean}
+
+    results = {"lookup": [], "training": [], "bags": [bags(0.0, 2.1, 0.85), bags(0.5, 1.0, 1.0)]}
+    met = {check["floor"]: (check["met"], check["value"]) for check in benchmark.floors(results)}
+    assert met == {
+        "bags B=256 L=200 D=64 V=1M: EmbeddingBag >= 2x faster than "
+        "Embedding(mask_zero) -> GlobalAveragePooling1D": (True, 2.1),
+        "bags B=256 L=200 D=64 V=1M: EmbeddingBag >= 0.9x reduce_mean(gather)": (False, 0.85),
+    }
 
 
 def test_share_of_copy_bandwidth():
@@ -83,6 +104,7 @@ def test_floors_compare_against_the_issues_thresholds():
 def test_report_writes_tables_and_a_png(tiny_results, tmp_path):
     text = format_tables(tiny_results)
     assert "| 50 | 4 |" in text and "| 60 |" in text
+    assert "| 8 | 5 | 4 | 50 | 50% |" in text and "EmbeddingBag" in text
     assert f"{tiny_results['machine']['cores']} cores" in text
     path = os.path.join(tmp_path, "plot.png")
     plot(tiny_results, path)
