@@ -3,9 +3,8 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# The benchmark harness's peak memory figures read TensorFlow's CPU allocator
-# statistics, which only its BFC allocator keeps; TensorFlow picks the
-# allocator when the first tensor is made, so before any test runs.
+# The benchmark tests read TensorFlow's CPU allocator statistics, which only its
+# BFC allocator keeps on every machine; chosen when TensorFlow starts.
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 import keras  # noqa: E402

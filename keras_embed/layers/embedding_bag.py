@@ -6,14 +6,15 @@ from keras import constraints
 from keras import initializers
 from keras import regularizers
 
-from keras_embed import config_checks
-from keras_embed.embedding import Embedding
-from keras_embed.ids import checked as checked_ids
-from keras_embed.ids import complete_error
-from keras_embed.ids import in_xla_context
-from keras_embed.ids import nan_rows_for_bad_ids
-from keras_embed.lora import LoraMixin
-from keras_embed.quantization import QuantizationMixin
+from keras_embed.layers import config_checks
+from keras_embed.layers.embedding import Embedding
+from keras_embed.layers.errors import InvalidConfigError
+from keras_embed.layers.errors import complete_error
+from keras_embed.layers.ids import checked as checked_ids
+from keras_embed.layers.ids import in_xla_context
+from keras_embed.layers.ids import nan_rows_for_bad_ids
+from keras_embed.layers.lora import LoraMixin
+from keras_embed.layers.quantization import QuantizationMixin
 
 COMBINERS = ("sum", "mean", "sqrtn", "max")
 
@@ -436,7 +437,7 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
         except TypeError as error:
             # Keras reports any error from the constructor as a TypeError
             # that starts with the whole config; ours name layer and field.
-            if isinstance(error.__context__, config_checks.InvalidConfigError):
+            if isinstance(error.__context__, InvalidConfigError):
                 raise error.__context__ from None
             raise
 
@@ -451,7 +452,7 @@ def check_combiner(layer_name, value):
     """Returns `combiner` if it is one of `COMBINERS`; else an error."""
     if isinstance(value, str) and value in COMBINERS:
         return value
-    raise config_checks.InvalidConfigError(
+    raise InvalidConfigError(
         f"EmbeddingBag layer '{layer_name}': `combiner` must be one of "
         f"{', '.join(repr(c) for c in COMBINERS)}. Received: "
         f"combiner={value!r}."

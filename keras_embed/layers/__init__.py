@@ -1,0 +1,6 @@
+"""The layers, and their rules: shapes, ids, LoRA, quantization, config checks."""
+
+from keras_embed.layers.embedding import Embedding
+from keras_embed.layers.embedding_bag import EmbeddingBag
+
+__all__ = ["Embedding", "EmbeddingBag"]
