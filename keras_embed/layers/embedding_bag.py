@@ -7,6 +7,9 @@ from keras import initializers
 from keras import regularizers
 
 from keras_embed.layers import config_checks
+from keras_embed.layers.bag_reductions import COMBINERS
+from keras_embed.layers.bag_reductions import along_last_axis
+from keras_embed.layers.bag_reductions import by_segments
 from keras_embed.layers.embedding import Embedding
 from keras_embed.layers.errors import InvalidConfigError
 from keras_embed.layers.errors import complete_error
@@ -15,9 +18,6 @@ from keras_embed.layers.ids import in_xla_context
 from keras_embed.layers.ids import nan_rows_for_bad_ids
 from keras_embed.layers.lora import LoraMixin
 from keras_embed.layers.quantization import QuantizationMixin
-
-COMBINERS = ("sum", "mean", "sqrtn", "max")
-
 
 @keras.saving.register_keras_serializable(package="keras_embed")
 class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
@@ -189,7 +189,7 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
         if weights is not None:
             weights = self._dense_weights(weights, ids, rows.dtype)
             weights = tf.gather_nd(tf.reshape(weights, tf.shape(by_bag)), positions)
-        outputs = self._reduce(rows, positions[:, 0], bags, weights, None, True, False)
+        outputs = by_segments(self.combiner, rows, positions[:, 0], bags, weights, None, True, False)
         outputs = tf.reshape(outputs, tf.concat([shape[:-1], [self.output_dim]], 0))
         outputs.set_shape(ids.shape[:-1].concatenate([self.output_dim]))
         return outputs
@@ -201,38 +201,7 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
         rows = nan_rows_for_bad_ids(rows, given, self.input_dim, xla)
         if weights is not None:
             weights = self._dense_weights(weights, ids, rows.dtype)
-        if self.mask_zero:
-            present = tf.not_equal(ids, 0)
-            empty = tf.logical_not(tf.reduce_any(present, axis=-1))
-            mask = tf.cast(present, rows.dtype)
-            weights = mask if weights is None else weights * mask
-        else:  # Without padding, bags are empty only if the length is 0.
-            present = None
-            empty = tf.equal(tf.shape(ids)[-1], 0)
-        if self.combiner == "max":
-            if present is not None:
-                rows = tf.where(present[..., None], rows, _lowest(rows.dtype))
-            top = tf.reduce_max(rows, axis=-2)  # Empty: the lowest value.
-            top = tf.where(empty[..., None], tf.zeros_like(top), top)
-            if xla:  # XLA's max drops NaN: put back the bad ids' NaN.
-                nan = tf.reduce_any(tf.math.is_nan(rows), axis=-2)
-                top = tf.where(nan, tf.constant(float("nan"), top.dtype), top)
-            return top
-        if weights is None:
-            total = tf.reduce_sum(rows, axis=-2)
-            if self.combiner == "sum":
-                return total
-            # No weights, no padding: every bag holds `length` ids.
-            length = tf.cast(tf.shape(ids)[-1], rows.dtype)
-            scale = length if self.combiner == "mean" else tf.sqrt(length)
-            return tf.math.divide_no_nan(total, scale)
-        total = tf.reduce_sum(rows * weights[..., None], axis=-2)
-        if self.combiner == "sum":
-            return total
-        denominator = _denominator(self.combiner, weights, -1)
-        # An empty bag: 0 / 1.
-        denominator = tf.where(empty, tf.ones_like(denominator), denominator)
-        return total / denominator[..., None]
+        return along_last_axis(self.combiner, rows, ids, weights, self.mask_zero, xla)
 
     def _combine_listed(self, ids, given, weights, xla):
         """Bags given as rows of a ragged or sparse tensor: `(B, D)`."""
@@ -269,61 +238,7 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
         rows = nan_rows_for_bad_ids(rows, flat_given, self.input_dim, xla)
         if weights is not None:
             weights = _as_weights(weights, rows.dtype, self.name)
-        return self._reduce(rows, bag_of, bags, weights, present, ordered, xla)
-
-    def _reduce(self, rows, bag_of, bags, weights, present, ordered, xla):
-        """Combines the rows `(n, D)` of `bags` bags: row `i` is in bag
-        `bag_of[i]`, with weight `weights[i]` (or 1), if `present[i]` (or
-        always). `ordered`: whether `bag_of` never decreases (a bool or a
-        boolean tensor); under XLA segment ops need a static output size."""
-        if present is not None:
-            mask = tf.cast(present, rows.dtype)
-            weights = mask if weights is None else weights * mask
-
-        def per_bag(values, op="sum"):
-            unsorted = getattr(tf.math, f"unsorted_segment_{op}")
-            if xla or ordered is False:
-                return unsorted(values, bag_of, bags)
-            segment = getattr(tf.math, f"segment_{op}")
-
-            def by_segments():
-                # Sizes of max(bag_of) + 1 rows: the last bags may be empty.
-                done = segment(values, bag_of)
-                missing = tf.cast(bags, tf.int32) - tf.shape(done)[0]
-                padding = [[0, missing]] + [[0, 0]] * (values.shape.rank - 1)
-                return tf.pad(done, padding)
-
-            if ordered is True:
-                return by_segments()
-            return tf.cond(ordered, by_segments, lambda: unsorted(values, bag_of, bags))
-
-        ones = tf.ones_like(rows[:, 0]) if present is None else tf.cast(present, rows.dtype)
-        counts = per_bag(ones)
-        if self.combiner == "max":
-            if present is not None:
-                rows = tf.where(present[:, None], rows, _lowest(rows.dtype))
-            # Empty bags get 0 or the dtype's lowest value here; zeros below.
-            top = per_bag(rows, "max")
-            top = tf.where(counts[:, None] > 0, top, tf.zeros_like(top))
-            if xla:  # XLA's max drops NaN: put back the bad ids' NaN.
-                nan = per_bag(tf.cast(tf.math.is_nan(rows), rows.dtype)) > 0
-                top = tf.where(nan, tf.constant(float("nan"), top.dtype), top)
-            return top
-        if weights is None:
-            total = per_bag(rows)
-            if self.combiner == "sum":
-                return total
-            scale = counts if self.combiner == "mean" else tf.sqrt(counts)
-            return tf.math.divide_no_nan(total, scale[:, None])
-        total = per_bag(rows * weights[:, None])
-        if self.combiner == "sum":
-            return total
-        squared = self.combiner == "sqrtn"
-        denominator = per_bag(weights * weights if squared else weights)
-        if squared:
-            denominator = tf.sqrt(denominator)
-        denominator = tf.where(counts > 0, denominator, tf.ones_like(denominator))
-        return total / denominator[:, None]
+        return by_segments(self.combiner, rows, bag_of, bags, weights, present, ordered, xla)
 
     def _dense_weights(self, weights, ids, dtype):
         if isinstance(weights, (tf.RaggedTensor, tf.SparseTensor)):
@@ -467,14 +382,3 @@ def _as_weights(weights, dtype, layer_name):
             f"numbers. Received: weights of dtype {weights.dtype.name}."
         ))
     return tf.cast(weights, dtype)
-
-
-def _denominator(combiner, weights, axis):
-    """`sum(w)` for "mean", `sqrt(sum(w ** 2))` for "sqrtn"."""
-    if combiner == "mean":
-        return tf.reduce_sum(weights, axis=axis)
-    return tf.sqrt(tf.reduce_sum(weights * weights, axis=axis))
-
-
-def _lowest(dtype):
-    return tf.constant(dtype.min, dtype)
