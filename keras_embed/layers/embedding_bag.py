@@ -19,6 +19,7 @@ from keras_embed.layers.ids import nan_rows_for_bad_ids
 from keras_embed.layers.lora import LoraMixin
 from keras_embed.layers.quantization import QuantizationMixin
 
+
 @keras.saving.register_keras_serializable(package="keras_embed")
 class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
     """Looks up a bag of ids and combines their vectors into one.

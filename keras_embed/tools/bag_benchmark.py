@@ -100,7 +100,7 @@ def measure_bags(batch, length, width, rows, padding, repeats, rng):
         result = function()
         peaks[name] = _allocated()[1] - current
         del result
-    del functions, ways, bag, embedding
+    del functions, ways
     gc.collect()
     keras.backend.clear_session()
     return {

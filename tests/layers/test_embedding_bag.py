@@ -341,3 +341,10 @@ def test_mixed_precision_output(policy):
     layer = EmbeddingBag(V, D)
     out = layer(np.array([[1, 2]]))
     assert out.dtype == tf.float16 and layer.embeddings.dtype == "float32"
+
+
+def test_weights_summing_to_zero_divide_by_zero_as_the_formula_says():
+    # A weighted mean over weights that cancel is undefined: not a silent 0.
+    layer, _ = bag_layer("mean")
+    out = layer(np.array([[1, 2], [3, 4]]), np.array([[1.0, -1.0], [1.0, 1.0]])).numpy()
+    assert not np.any(np.isfinite(out[0])) and np.all(np.isfinite(out[1]))
