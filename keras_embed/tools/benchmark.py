@@ -76,7 +76,6 @@ QUICK = {
 GIB = 2**30
 
 
-
 def main(argv=None):
     """Command-line entry: parses `argv`, runs, prints; returns 0."""
     parser = argparse.ArgumentParser(
