@@ -1,9 +1,11 @@
 """keras_embed: a drop-in `keras.layers.Embedding` for Keras 3."""
 
+from keras_embed import callbacks
 from keras_embed import graph_errors
 from keras_embed import input_length
 from keras_embed import load_errors
 from keras_embed import optimizers
+from keras_embed import pretrained
 from keras_embed.embedding import Embedding
 from keras_embed.migration import swap, unswap
 
@@ -15,4 +17,4 @@ graph_errors.install()  # TensorFlow's graph errors: our id check's sentence fir
 input_length.install_sequential_input(Embedding)  # keras.Sequential.add / build.
 load_errors.install()  # keras.models.load_model, keras.saving.load_model.
 
-__all__ = ["Embedding", "optimizers", "swap", "unswap"]
+__all__ = ["Embedding", "callbacks", "optimizers", "pretrained", "swap", "unswap"]
