@@ -6,6 +6,7 @@ without starting a Python process (and importing TensorFlow) for each."""
 import hashlib
 import os
 import re
+import shlex
 import subprocess
 import sys
 import warnings
@@ -227,7 +228,9 @@ def test_demo_runs_end_to_end(tmp_path):
         "output shape (2, 5, 8) = (sentences, ids, output_dim)",
         "     [[ True  True  True  True False]",
         "      [ True  True  True  True  True]]",
+        "its rows are untrained: the initial values its initializer drew",
         "Epoch 3/3",
+        "two sentences new to the model (in neither the training nor the held-out sentences)",
         "5. Reloading in a fresh Python process, without custom_objects",
         "loaded layer class: keras_embed.embedding.Embedding",
         "predictions on the 60 held-out sentences: identical, bit for bit",
@@ -244,6 +247,20 @@ def test_demo_runs_end_to_end(tmp_path):
     assert type(model.layers[0]) is keras_embed.Embedding
     assert model.layers[0].mask_zero is True
     assert user_lines(result.stderr) == []
+    # The picture: a PNG of the size drawn (9 x 7 inches at 80 dpi).
+    picture = tmp_path / "demo_vectors.png"
+    assert f"wrote {picture}" in out and f"Picture of the trained vectors: {picture}" in out
+    data = picture.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (720, 560)
+    assert len(data) > 20_000  # Points and labels, not a blank canvas.
+    # The reload command, run as printed.
+    lines = out.splitlines()
+    command = lines[lines.index("   as this command does (runnable as printed):") + 1].strip()
+    reloaded = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert reloaded.stdout.strip() == "<class 'keras_embed.embedding.Embedding'>"
 
 
 # In this process: the same command line, every error path.
