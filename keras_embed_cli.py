@@ -136,9 +136,10 @@ def _installed(name):
 def quiet_import(name):
     """Imports module `name` with TensorFlow's start-up notices dropped.
 
-    Anything written to file descriptor 2 during the import goes to a
-    temporary file, which is copied to stderr only if the import fails.
-    A module already imported is returned as it is.
+    Anything written to file descriptor 2 during the import, and while
+    TensorFlow then finds its devices, goes to a temporary file, which is
+    copied to stderr only if that fails. A module already imported is
+    returned as it is.
     """
     if name in sys.modules:
         return sys.modules[name]
@@ -149,6 +150,11 @@ def quiet_import(name):
         os.dup2(capture.fileno(), 2)
         try:
             module = importlib.import_module(name)
+            tensorflow = sys.modules.get("tensorflow")
+            if tensorflow is not None:
+                # Finding the devices (cuInit, on a machine without a GPU
+                # "E ... failed call to cuInit") writes more start-up lines.
+                tensorflow.config.list_physical_devices()
         except BaseException:
             sys.stderr.flush()
             os.dup2(saved, 2)
