@@ -27,7 +27,7 @@ import re
 import keras
 import tensorflow as tf
 
-from keras_embed.embedding import Embedding
+from keras_embed.layers.embedding import Embedding
 
 CONFIG_FILE = "projector_config.pbtxt"
 CHECKPOINT_PREFIX = "embeddings.ckpt"
