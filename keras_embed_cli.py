@@ -180,6 +180,10 @@ def main(argv=None):
     if problem is not None:
         print(f"{PROG} {args.command}: error: {problem}", file=sys.stderr)
         return 1
+    if args.command == "bench":
+        # Before TensorFlow starts, as benchmarks/run.py: the BFC allocator
+        # keeps the statistics the peak-memory figures read.
+        os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
     return quiet_import("keras_embed.tools.cli").run(args)
 
 
