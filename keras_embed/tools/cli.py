@@ -2,7 +2,8 @@
 
 Subcommands:
 
-- `keras-embed demo`: what an embedding layer does, on data in the package.
+- `keras-embed demo`: what an embedding layer does, on data in the package,
+  and a picture of the trained vectors (`demo_vectors.png`).
 - `keras-embed inspect FILE`: a table of the embedding layers in a saved
   model (`.keras` or `.h5`).
 - `keras-embed convert IN OUT [--to keras_embed|stock] [--force]`: rewrites
