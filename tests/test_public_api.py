@@ -17,11 +17,23 @@ def test_top_level_names():
 
     assert Embedding is Defined and issubclass(Embedding, keras.layers.Layer)
     assert (swap, unswap) == (defined_swap, defined_unswap)
-    assert sorted(keras_embed.__all__) == ["Embedding", "EmbeddingBag", "optimizers", "swap", "unswap"]
+    assert sorted(keras_embed.__all__) == [
+        "Embedding", "EmbeddingBag", "callbacks", "optimizers", "pretrained", "swap", "unswap"]
     from keras_embed import EmbeddingBag
     from keras_embed.layers.embedding_bag import EmbeddingBag as DefinedBag
 
     assert EmbeddingBag is DefinedBag and keras_embed.layers.EmbeddingBag is DefinedBag
+
+
+def test_vectors_in_and_out_paths():
+    from keras_embed.callbacks import EmbeddingProjector, write_projector
+    from keras_embed.callbacks.embedding_projector import EmbeddingProjector as Defined
+    from keras_embed.pretrained import load_vectors
+
+    assert keras_embed.callbacks.EmbeddingProjector is EmbeddingProjector is Defined
+    assert issubclass(EmbeddingProjector, keras.callbacks.Callback)
+    assert keras_embed.pretrained.load_vectors is load_vectors and callable(write_projector)
+    assert callable(keras_embed.Embedding.from_pretrained)
 
 
 def test_optimizers_paths():
