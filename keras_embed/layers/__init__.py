@@ -1,5 +1,6 @@
 """The layers, and their rules: shapes, ids, LoRA, quantization, config checks."""
 
 from keras_embed.layers.embedding import Embedding
+from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer
 
-__all__ = ["Embedding"]
+__all__ = ["Embedding", "LookedUpRowsRegularizer"]

@@ -46,13 +46,17 @@ class LookedUpRowsRegularizer(keras.regularizers.Regularizer):
     """
 
     def __init__(self, regularizer):
-        inner = keras.regularizers.get(regularizer)
+        message = (
+            "LookedUpRowsRegularizer: `regularizer` must be a Keras "
+            "regularizer to apply to the looked-up rows, such as "
+            f"keras.regularizers.l2(1e-6). Received: regularizer={regularizer!r}."
+        )
+        try:
+            inner = keras.regularizers.get(regularizer)
+        except (ValueError, TypeError) as error:
+            raise ValueError(message) from error
         if inner is None or isinstance(inner, LookedUpRowsRegularizer):
-            raise ValueError(
-                "LookedUpRowsRegularizer: `regularizer` must be a Keras "
-                "regularizer to apply to the looked-up rows, such as "
-                f"keras.regularizers.l2(1e-6). Received: regularizer={regularizer!r}."
-            )
+            raise ValueError(message)
         self.regularizer = inner
 
     def __call__(self, x):

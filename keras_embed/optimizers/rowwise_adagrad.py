@@ -49,7 +49,7 @@ class RowWiseAdagrad(RowSparseOptimizer):
     >>> model.compile(optimizer, "mse")
     >>> ids = np.random.randint(100_000, size=(32, 10))
     >>> history = model.fit(ids, np.random.rand(32), verbose=0)
-    >>> optimizer.variables[2].shape  # the table's accumulator
+    >>> tuple(optimizer.variables[2].shape)  # the table's accumulator
     (100000,)
 
     Args:
