@@ -13,12 +13,15 @@ so that a machine shared with other work slows them alike; figures are medians.
   and optimizer's variables) plus the peak of a training step above that
   (from TensorFlow's CPU allocator).
 - The machine's memory-copy bandwidth, and the lookup's share of it.
+- Optimizers (`keras_embed.tools.benchmark_optimizers`): each of
+  `keras_embed.optimizers` against the same Keras optimizer on the stock
+  layer and against `LazyAdam`, at V = 100K, 1M and 10M.
 
 Ids are uniform at random: few repeats, the hardest case for `LazyAdam`.
 
 Usage (`--quick`: a small configuration in under a minute):
 
-    python benchmarks/run.py [--quick] [--output DIR]
+    python benchmarks/run.py [--quick] [--output DIR] [--sections ...]
     keras-embed bench [--quick] [--output DIR]
 
 It prints Markdown tables and writes them (`benchmark.md`) with
@@ -36,6 +39,7 @@ import warnings
 
 import numpy as np
 
+from keras_embed.tools import benchmark_optimizers
 from keras_embed.tools.benchmark_report import RAW_GATHER_FLOOR
 from keras_embed.tools.benchmark_report import format_tables
 from keras_embed.tools.benchmark_report import plot
@@ -49,6 +53,8 @@ FULL = {
     "train_rows": (100_000, 1_000_000, 4_000_000),
     "lookup_repeats": 75,
     "train_repeats": 15,
+    "optimizer_rows": (100_000, 1_000_000, 10_000_000),
+    "optimizer_repeats": {100_000: 15, 1_000_000: 15, 10_000_000: 5},
 }
 QUICK = {
     "lookup_rows": (10_000, 100_000),
@@ -56,8 +62,11 @@ QUICK = {
     "train_rows": (10_000, 100_000),
     "lookup_repeats": 9,
     "train_repeats": 5,
+    "optimizer_rows": (10_000, 100_000),
+    "optimizer_repeats": {10_000: 5, 100_000: 5},
 }
 GIB = 2**30
+SECTIONS = ("lookup", "training", "optimizers")
 
 
 def main(argv=None):
@@ -70,12 +79,15 @@ def main(argv=None):
     parser.add_argument("--output", default=os.path.join("benchmarks", "results"),
                         help="folder for benchmark.json, .md and .png "
                              "(default: %(default)s)")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=SECTIONS,
+                        help="what to measure (default: all of %(choices)s)")
     arguments = parser.parse_args(argv)
-    run(quick=arguments.quick, output=arguments.output)
+    run(quick=arguments.quick, output=arguments.output, sections=arguments.sections)
     return 0
 
 
-def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None):
+def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None,
+        sections=None):
     """Runs every measurement, prints tables, writes them, JSON and a PNG.
 
     Args:
@@ -84,6 +96,7 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
             `benchmark.png`, or `None` to write nothing.
         progress: called with a line of text for each step done; defaults to
             printing to stderr.
+        sections: which of `SECTIONS` to measure; defaults to all.
 
     Returns:
         The results, as written to `benchmark.json`.
@@ -92,6 +105,7 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
         def progress(line):
             print(line, file=sys.stderr, flush=True)
     settings = QUICK if quick else FULL
+    sections = SECTIONS if sections is None else tuple(sections)
     started = time.perf_counter()
     rng = np.random.default_rng(0)
     results = {"machine": machine(), "quick": quick,
@@ -99,7 +113,8 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
                             "train_width": TRAIN_WIDTH}}
     results["bandwidth"] = measure_copy_bandwidth()
     progress(f"memory copy: {results['bandwidth']['copy_gb_per_s']:.1f} GB/s")
-    shapes = [(v, d) for v in settings["lookup_rows"] for d in settings["lookup_widths"]]
+    shapes = [(v, d) for v in settings["lookup_rows"] for d in settings["lookup_widths"]
+              if "lookup" in sections]
     results["lookup"] = []
     for number, (rows, width) in enumerate(shapes, 1):
         result = measure_lookup(rows, width, settings["lookup_repeats"], rng)
@@ -110,14 +125,31 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
         progress(f"[lookup {number}/{len(shapes)}] V={rows:,} D={width}: "
                  + _medians(result))
     results["training"] = []
-    for number, rows in enumerate(settings["train_rows"], 1):
+    train_rows = settings["train_rows"] if "training" in sections else ()
+    for number, rows in enumerate(train_rows, 1):
         result = measure_training(rows, settings["train_repeats"], rng)
         results["training"].append(result)
-        progress(f"[training {number}/{len(settings['train_rows'])}] "
+        progress(f"[training {number}/{len(train_rows)}] "
+                 f"V={rows:,}: " + _medians(result))
+    results["optimizers"] = []
+    optimizer_rows = settings["optimizer_rows"] if "optimizers" in sections else ()
+    for number, rows in enumerate(optimizer_rows, 1):
+        result = benchmark_optimizers.measure_optimizers(
+            rows, settings["optimizer_repeats"][rows], rng, BATCH, LENGTH, TRAIN_WIDTH
+        )
+        results["optimizers"].append(result)
+        progress(f"[optimizers {number}/{len(optimizer_rows)}] "
                  f"V={rows:,}: " + _medians(result))
     results["floors"] = floors(results)
+    results["optimizer_floors"] = benchmark_optimizers.floors(
+        results["optimizers"], results["bandwidth"]["copy_gb_per_s"]
+    )
     results["seconds"] = time.perf_counter() - started
     tables = format_tables(results)
+    if not (results["lookup"] or results["training"]):
+        tables = tables.split("\n")[0]  # the machine line only
+    if results["optimizers"]:
+        tables += "\n\n" + benchmark_optimizers.format_optimizer_tables(results)
     print(tables, flush=True)
     if output is not None:
         os.makedirs(output, exist_ok=True)
@@ -125,7 +157,8 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
             json.dump(results, file, indent=1)
         with open(os.path.join(output, "benchmark.md"), "w") as file:
             file.write(tables + "\n")
-        plot(results, os.path.join(output, "benchmark.png"))
+        if results["lookup"] and results["training"]:
+            plot(results, os.path.join(output, "benchmark.png"))
         progress(f"wrote {output}/benchmark.json, benchmark.md and benchmark.png "
                  f"({results['seconds']:.0f} s)")
     return results
@@ -272,6 +305,35 @@ def measure_training(rows, repeats, rng):
     # dense Adam's temporaries: if all three do not fit, time one at a time.
     needed = len(makers) * 3 * rows * TRAIN_WIDTH * 4 + 3 * rows * TRAIN_WIDTH * 4
     together = needed < 0.8 * (available_memory_bytes() or 8 * GIB)
+    seconds, held, step_peak = time_training(makers, ids, targets, repeats, together)
+    return {
+        "rows": rows, "width": TRAIN_WIDTH, "median_s": seconds,
+        "interleaved": together,
+        "held_bytes": held, "step_peak_bytes": step_peak,
+        "peak_bytes": {name: held[name] + step_peak[name] for name in makers},
+        "lazy_speedup_vs_stock_adam":
+            seconds["stock + Adam"] / seconds["ours + LazyAdam"],
+    }
+
+
+def time_training(makers, ids, targets, repeats, together):
+    """Median seconds per `train_on_batch` of each model `makers` build, what
+    each holds and the peak of its step above that (bytes).
+
+    Args:
+        makers: dict of name -> function of no arguments returning a
+            compiled model.
+        ids, targets: the one batch every step trains on.
+        repeats: rounds of `interleaved`.
+        together: whether all models are alive together and timed in
+            interleaved rounds (else one after the other, each freed after).
+
+    Returns:
+        `(seconds, held, step_peak)`, three dicts keyed by name.
+    """
+    import keras
+    import tensorflow as tf
+
     models, held, step_peak = {}, {}, {}
 
     def build(name):
@@ -293,8 +355,9 @@ def measure_training(rows, repeats, rng):
     def step(model):
         return lambda: model.train_on_batch(ids, targets)
 
-    # Dense Adam turns the table's gradient into a dense tensor, and says so
-    # above 10**8 elements: that is what is being measured, not news.
+    # Dense optimizers turn the table's gradient into a dense tensor, and
+    # TensorFlow says so above 10**8 elements: that is what is being
+    # measured, not news.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Converting sparse IndexedSlices")
         if together:
@@ -310,14 +373,7 @@ def measure_training(rows, repeats, rng):
     del models
     gc.collect()
     keras.backend.clear_session()
-    return {
-        "rows": rows, "width": TRAIN_WIDTH, "median_s": seconds,
-        "interleaved": together,
-        "held_bytes": held, "step_peak_bytes": step_peak,
-        "peak_bytes": {name: held[name] + step_peak[name] for name in makers},
-        "lazy_speedup_vs_stock_adam":
-            seconds["stock + Adam"] / seconds["ours + LazyAdam"],
-    }
+    return seconds, held, step_peak
 
 
 def floors(results):
