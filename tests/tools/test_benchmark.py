@@ -95,9 +95,15 @@ def test_main_parses_its_arguments(monkeypatch, capsys):
     seen = {}
     monkeypatch.setattr(benchmark, "run", lambda **kwargs: seen.update(kwargs))
     assert benchmark.main(["--quick", "--output", "somewhere"]) == 0
-    assert seen == {"quick": True, "output": "somewhere"}
+    assert seen == {"quick": True, "output": "somewhere", "sections": benchmark.SECTIONS}
     assert benchmark.main([]) == 0
-    assert seen == {"quick": False, "output": os.path.join("benchmarks", "results")}
+    assert seen == {"quick": False, "output": os.path.join("benchmarks", "results"),
+                    "sections": ("lookup", "training", "optimizers")}
+    assert benchmark.main(["--sections", "optimizers", "lookup"]) == 0
+    assert seen["sections"] == ["optimizers", "lookup"]
+    with pytest.raises(SystemExit):
+        benchmark.main(["--sections", "speed"])
+    assert "argument --sections: invalid choice: 'speed'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         benchmark.main(["--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
