@@ -99,3 +99,33 @@ def test_bad_momentum_is_refused_with_a_clear_message(momentum):
     assert str(error.value) == (
         f"SGD: `momentum` must be a number in [0, 1]. Received: momentum={momentum!r}."
     )
+
+
+class TraceRecorder(keras_embed.Embedding):
+    """Records, at each trace, whether the table is marked as row-updated."""
+
+    traces = []
+
+    def call(self, inputs):
+        self.traces.append(is_updated_by_rows(self.embeddings))
+        return super().call(inputs)
+
+
+@pytest.mark.parametrize("train", ["fit", "train_on_batch"])
+def test_fit_traces_the_lookup_again_after_plain_sgd_is_built(rng, train):
+    # Keras builds the optimizer inside the first trace of the step, after the
+    # lookup was traced with a dense read. Plain SGD creates no slot, which
+    # would have made tf.function trace again: it must still end up traced
+    # with the row read (else every step copies the whole table).
+    TraceRecorder.traces = []
+    model = keras.Sequential([keras.Input((4,), dtype="int32"), TraceRecorder(VOCABULARY, WIDTH),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+    model.compile(SGD(0.1), "mse")
+    ids, targets = rng.integers(VOCABULARY, size=(8, 4)), rng.normal(size=(8, 1))
+    if train == "fit":
+        model.fit(ids, targets, verbose=0)
+    else:
+        model.train_on_batch(ids, targets)
+    assert TraceRecorder.traces[-1] is True
+    # Nothing extra among the optimizer's variables (nor in saved files).
+    assert [v.name for v in model.optimizer.variables] == ["iteration", "learning_rate"]
