@@ -49,7 +49,8 @@ class LazyAdam(RowSparseOptimizer):
       `embeddings_regularizer`, cost a pass over the whole table per step:
       Keras averages and constrains whole variables, and a regularizer's
       gradient is dense, which makes the table's gradient dense (the step is
-      then dense Adam's). Prefer an activity regularizer or weight decay.
+      then dense Adam's). Prefer `keras_embed.LookedUpRowsRegularizer`
+      (it regularizes only the looked-up rows) or weight decay.
     - `gradient_accumulation_steps`: works, but Keras accumulates into dense
       table-sized buffers, so the accumulated gradient is dense and the update
       is dense Adam's.
