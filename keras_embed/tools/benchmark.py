@@ -332,7 +332,6 @@ def time_training(makers, ids, targets, repeats, together):
         `(seconds, held, step_peak)`, three dicts keyed by name.
     """
     import keras
-    import tensorflow as tf
 
     models, held, step_peak = {}, {}, {}
 

@@ -10,8 +10,6 @@ slots several times) and ours are timed one after the other, each freed
 before the next is built (a 10M x 64 table is 2.56 GB).
 """
 
-import numpy as np
-
 from keras_embed.utils.memory import available_memory_bytes
 
 STOCK_UP_TO = 1_000_000
