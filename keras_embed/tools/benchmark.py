@@ -21,11 +21,14 @@ Ids are uniform at random: few repeats, the hardest case for `LazyAdam`.
 
 Usage (`--quick`: a small configuration in under a minute):
 
-    python benchmarks/run.py [--quick] [--output DIR] [--sections ...]
+    python benchmarks/run.py [--quick] [--output DIR] [--check] [--sections ...]
     keras-embed bench [--quick] [--output DIR]
 
 It prints Markdown tables and writes them (`benchmark.md`) with
 `benchmark.json` and `benchmark.png` to DIR (default `benchmarks/results`).
+The project's floors (`floors`) are checked by `benchmarks/run.py --check`
+only, which exits with status 1 when one is missed; `keras-embed bench`, a
+user's tool, prints the measurements.
 """
 
 import argparse
@@ -41,6 +44,7 @@ import numpy as np
 
 from keras_embed.tools import benchmark_optimizers
 from keras_embed.tools.benchmark_report import RAW_GATHER_FLOOR
+from keras_embed.tools.benchmark_report import format_floors
 from keras_embed.tools.benchmark_report import format_tables
 from keras_embed.tools.benchmark_report import plot
 from keras_embed.utils.memory import available_memory_bytes, physical_memory_bytes
@@ -70,7 +74,8 @@ SECTIONS = ("lookup", "training", "optimizers")
 
 
 def main(argv=None):
-    """Command-line entry: parses `argv`, runs, prints; returns 0."""
+    """`benchmarks/run.py`: parses `argv`, runs, prints; returns 0, or 1
+    with `--check` when a floor is missed."""
     parser = argparse.ArgumentParser(
         prog="keras-embed bench", description=__doc__.split("\n\n")[0]
     )
@@ -81,8 +86,20 @@ def main(argv=None):
                              "(default: %(default)s)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=SECTIONS,
                         help="what to measure (default: all of %(choices)s)")
+    parser.add_argument("--check", action="store_true",
+                        help="check the project's floors (see `floors`): "
+                             "exit with status 1 when one is missed")
     arguments = parser.parse_args(argv)
-    run(quick=arguments.quick, output=arguments.output, sections=arguments.sections)
+    results = run(quick=arguments.quick, output=arguments.output,
+                  sections=arguments.sections)
+    if not arguments.check:
+        return 0
+    checks = floors(results)
+    print("\n" + format_floors(checks), flush=True)
+    missed = [check for check in checks if not check["met"]]
+    if missed:
+        print(f"{len(missed)} of {len(checks)} floors missed", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -140,10 +157,6 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
         results["optimizers"].append(result)
         progress(f"[optimizers {number}/{len(optimizer_rows)}] "
                  f"V={rows:,}: " + _medians(result))
-    results["floors"] = floors(results)
-    results["optimizer_floors"] = benchmark_optimizers.floors(
-        results["optimizers"], results["bandwidth"]["copy_gb_per_s"]
-    )
     results["seconds"] = time.perf_counter() - started
     tables = format_tables(results)
     if not (results["lookup"] or results["training"]):
@@ -400,6 +413,10 @@ def floors(results):
                       / training[100_000]["median_s"]["ours + LazyAdam"])
             checks.append({"floor": "train: ours + LazyAdam at V=1M <= 1.5x its time at V=100K",
                            "value": growth, "met": growth <= 1.5})
+    if results.get("optimizers"):
+        checks += benchmark_optimizers.floors(
+            results["optimizers"], results["bandwidth"]["copy_gb_per_s"]
+        )
     return checks
 
 

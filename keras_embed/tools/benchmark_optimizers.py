@@ -147,7 +147,8 @@ def floors(optimizer_results, copy_gb_per_s):
 
 
 def format_optimizer_tables(results):
-    """The optimizers' results as a Markdown table, then their floors."""
+    """The optimizers' results as a Markdown table (their floors are in
+    `benchmark.floors`, printed by `benchmarks/run.py --check`)."""
     lines = [
         "Optimizers, training step (train_on_batch), D=64, median ms; peak memory GiB "
         "(held + step); '-' where not measured:",
@@ -168,8 +169,4 @@ def format_optimizer_tables(results):
         peaks = [f"{r['peak_bytes'][name] / GIB:.2f}" if name in r["peak_bytes"] else "-"
                  for r in optimizer_results]
         lines.append(f"| {name} | " + " | ".join(times) + " | " + " | ".join(peaks) + " |")
-    lines += ["", "Optimizer floors:", ""]
-    for check in results.get("optimizer_floors", []):
-        lines.append(f"- {'met' if check['met'] else 'NOT MET'}: {check['floor']} "
-                     f"(measured {check['value']:.3f})")
     return "\n".join(lines)
