@@ -7,6 +7,7 @@ from keras_embed.layers import graph_errors
 from keras_embed.layers import input_length
 from keras_embed.layers.embedding import Embedding
 from keras_embed.layers.embedding_bag import EmbeddingBag
+from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer
 from keras_embed.saving import load_errors
 from keras_embed.saving.migration import swap, unswap
 
@@ -18,4 +19,7 @@ graph_errors.install()  # TensorFlow's graph errors: our id check's sentence fir
 input_length.install_sequential_input(Embedding)  # keras.Sequential.add / build.
 load_errors.install()  # keras.models.load_model, keras.saving.load_model.
 
-__all__ = ["Embedding", "EmbeddingBag", "callbacks", "optimizers", "pretrained", "swap", "unswap"]
+__all__ = [
+    "Embedding", "EmbeddingBag", "LookedUpRowsRegularizer", "callbacks", "optimizers", "pretrained",
+    "swap", "unswap",
+]

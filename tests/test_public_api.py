@@ -18,11 +18,15 @@ def test_top_level_names():
     assert Embedding is Defined and issubclass(Embedding, keras.layers.Layer)
     assert (swap, unswap) == (defined_swap, defined_unswap)
     assert sorted(keras_embed.__all__) == [
-        "Embedding", "EmbeddingBag", "callbacks", "optimizers", "pretrained", "swap", "unswap"]
+        "Embedding", "EmbeddingBag", "LookedUpRowsRegularizer", "callbacks", "optimizers", "pretrained",
+        "swap", "unswap"]
     from keras_embed import EmbeddingBag
     from keras_embed.layers.embedding_bag import EmbeddingBag as DefinedBag
+    from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer
 
     assert EmbeddingBag is DefinedBag and keras_embed.layers.EmbeddingBag is DefinedBag
+    assert keras_embed.LookedUpRowsRegularizer is LookedUpRowsRegularizer
+    assert keras_embed.layers.LookedUpRowsRegularizer is LookedUpRowsRegularizer
 
 
 def test_vectors_in_and_out_paths():
@@ -48,6 +52,14 @@ def test_optimizers_paths():
     layer.build()
     mark_updated_by_rows(layer.embeddings)
     assert is_updated_by_rows(layer.embeddings)
+    # One module per optimizer, all on the shared row-sparse base.
+    from keras_embed.optimizers import adagrad, ftrl, rows, rowwise_adagrad, sgd
+
+    for module, name in ((adagrad, "Adagrad"), (rowwise_adagrad, "RowWiseAdagrad"),
+                         (ftrl, "Ftrl"), (sgd, "SGD")):
+        assert getattr(keras_embed.optimizers, name) is getattr(module, name)
+        assert issubclass(getattr(module, name), rows.RowSparseOptimizer)
+    assert issubclass(LazyAdam, rows.RowSparseOptimizer)
 
 
 def test_the_migration_path_from_before_the_move():

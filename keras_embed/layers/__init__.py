@@ -2,5 +2,6 @@
 
 from keras_embed.layers.embedding import Embedding
 from keras_embed.layers.embedding_bag import EmbeddingBag
+from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer
 
-__all__ = ["Embedding", "EmbeddingBag"]
+__all__ = ["Embedding", "EmbeddingBag", "LookedUpRowsRegularizer"]

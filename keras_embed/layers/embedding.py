@@ -14,6 +14,7 @@ from keras_embed.layers.ids import in_xla_context
 from keras_embed.layers.ids import nan_rows_for_bad_ids
 from keras_embed.layers.errors import InvalidConfigError
 from keras_embed.layers.lora import LoraMixin
+from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer
 from keras_embed.layers.quantization import QuantizationMixin
 from keras_embed.layers.table_reads import is_updated_by_rows
 
@@ -44,7 +45,10 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
         embeddings_initializer: Initializer for the `embeddings` matrix (see
             `keras.initializers`).
         embeddings_regularizer: Regularizer function applied to the
-            `embeddings` matrix (see `keras.regularizers`).
+            `embeddings` matrix (see `keras.regularizers`). Wrapped in
+            `keras_embed.LookedUpRowsRegularizer`, it is applied to the rows
+            each batch looks up instead, which keeps the table's gradient
+            sparse.
         embeddings_constraint: Constraint function applied to the
             `embeddings` matrix (see `keras.constraints`).
         mask_zero: Boolean, whether the input value 0 is a special "padding"
@@ -214,7 +218,8 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
                 shape=shape,
                 initializer=self.embeddings_initializer,
                 name="embeddings",
-                regularizer=self.embeddings_regularizer,
+                # A regularizer of the looked-up rows is applied in `call`.
+                regularizer=None if self._regularizes_rows() else self.embeddings_regularizer,
                 constraint=self.embeddings_constraint,
                 trainable=True,
             )
@@ -246,9 +251,30 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
             # Positions the sparse tensor leaves out look up row 0, as stock.
             ids = tf.sparse.to_dense(ids)
         outputs = self._look_up(ids)
+        if self._regularizes_rows():
+            flat_ids = ids.flat_values if isinstance(ids, tf.RaggedTensor) else ids
+            self.add_loss(
+                self.embeddings_regularizer.rows_penalty(self._table_rows, flat_ids)
+            )
         # Under XLA no check can raise: bad ids get NaN rows instead.
         outputs = nan_rows_for_bad_ids(outputs, given, self.input_dim, xla)
         return ops.cast(outputs, self.compute_dtype)
+
+    def _regularizes_rows(self):
+        """Whether the regularizer applies to the looked-up rows only."""
+        return isinstance(self.embeddings_regularizer, LookedUpRowsRegularizer) and not (
+            self.quantization_mode
+        )
+
+    def _table_rows(self, ids):
+        """Rows of the table (without LoRA's delta) at 1-D `ids`, read as the
+        lookup reads them."""
+        table = self._embeddings
+        if is_updated_by_rows(table) or isinstance(
+            table.value, tf.__internal__.distribute.ShardedVariable
+        ):
+            table = table.value
+        return tf.gather(table, ids)
 
     def _look_up(self, ids):
         """The table's rows at `ids` (dense or ragged), LoRA delta added."""

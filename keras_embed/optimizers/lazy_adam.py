@@ -10,15 +10,14 @@ update.
 """
 
 import keras
-import tensorflow as tf
 from keras import ops
 
-from keras_embed.layers.table_reads import mark_updated_by_rows
-from keras_embed.optimizers.rows import gather_rows, map_values, summed_duplicates
+from keras_embed.optimizers.rows import RowSparseOptimizer
+from keras_embed.optimizers.rows import gather_rows
 
 
 @keras.saving.register_keras_serializable(package="keras_embed")
-class LazyAdam(keras.optimizers.Optimizer):
+class LazyAdam(RowSparseOptimizer):
     """Adam that updates only the rows of a table that a step looked up.
 
     For a sparse gradient (`tf.IndexedSlices`, what the lookup of
@@ -50,7 +49,8 @@ class LazyAdam(keras.optimizers.Optimizer):
       `embeddings_regularizer`, cost a pass over the whole table per step:
       Keras averages and constrains whole variables, and a regularizer's
       gradient is dense, which makes the table's gradient dense (the step is
-      then dense Adam's). Prefer an activity regularizer or weight decay.
+      then dense Adam's). Prefer `keras_embed.LookedUpRowsRegularizer`
+      (it regularizes only the looked-up rows) or weight decay.
     - `gradient_accumulation_steps`: works, but Keras accumulates into dense
       table-sized buffers, so the accumulated gradient is dense and the update
       is dense Adam's.
@@ -142,104 +142,29 @@ class LazyAdam(keras.optimizers.Optimizer):
         `velocity_hat` with `amsgrad`) for each variable, in Adam's order."""
         if self.built:
             return
-        super().build(var_list)
+        super().build(var_list)  # marks the variables as written by rows
         self._momentums, self._velocities, self._velocity_hats = [], [], []
         for variable in var_list:
-            mark_updated_by_rows(variable)
-            # Keras assigns `overwrite_with_gradient` variables their
-            # gradient: they need no slots.
-            needs_slots = not getattr(variable, "overwrite_with_gradient", False)
-            self._momentums.append(
-                self.add_variable_from_reference(variable, "momentum")
-                if needs_slots else None
-            )
-            self._velocities.append(
-                self.add_variable_from_reference(variable, "velocity")
-                if needs_slots else None
-            )
+            self._momentums.append(self.add_slot(variable, "momentum"))
+            self._velocities.append(self.add_slot(variable, "velocity"))
         if self.amsgrad:
             self._velocity_hats = [
-                self.add_variable_from_reference(variable, "velocity_hat")
-                if not getattr(variable, "overwrite_with_gradient", False)
-                else None
-                for variable in var_list
+                self.add_slot(variable, "velocity_hat") for variable in var_list
             ]
 
-    def apply(self, grads, trainable_variables=None):
-        """Applies `grads` (dense tensors or `tf.IndexedSlices`) to the
-        variables, as `keras.optimizers.Optimizer.apply` does."""
-        scale = self.loss_scale_factor
-        # Keras unscales with `g / scale`, which `tf.IndexedSlices` lacks;
-        # we unscale here, the same division, and hide the factor meanwhile.
-        if scale is not None:
-            grads = [map_values(lambda g: g / scale, g) for g in grads]
-        # Repeated ids are summed once, here: clipping then sees exactly the
-        # nonzero rows of the dense gradient, and `update_step` one row per id.
-        grads = [
-            summed_duplicates(g) if isinstance(g, tf.IndexedSlices) else g
-            for g in grads
-        ]
-        if scale is None:
-            return super().apply(grads, trainable_variables)
-        self.loss_scale_factor = None
-        try:
-            return super().apply(grads, trainable_variables)
-        finally:
-            self.loss_scale_factor = scale
+    def _alpha(self, dtype, learning_rate):
+        """Adam's step size at this step, bias corrections included."""
+        local_step = ops.cast(self.iterations + 1, dtype)
+        beta_1_power = ops.power(ops.cast(self.beta_1, dtype), local_step)
+        beta_2_power = ops.power(ops.cast(self.beta_2, dtype), local_step)
+        return learning_rate * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
 
-    def _clip_gradients(self, grads):
-        # Keras's clipping, applied to the values of the slices, which `apply`
-        # made duplicate-free: norms and clipped values are the dense
-        # gradient's.
-        if not any(isinstance(g, tf.IndexedSlices) for g in grads):
-            return super()._clip_gradients(grads)
-        if not (self.clipnorm or self.global_clipnorm or self.clipvalue):
-            return grads
-        values = [
-            g.values if isinstance(g, tf.IndexedSlices) else g for g in grads
-        ]
-        clipped = super()._clip_gradients(values)
-        return [
-            tf.IndexedSlices(c, g.indices, g.dense_shape)
-            if isinstance(g, tf.IndexedSlices)
-            else c
-            for g, c in zip(grads, clipped)
-        ]
-
-    def _apply_weight_decay(self, variables):
-        # Done in `update_step` instead, where we know which rows to decay.
-        pass
-
-    def update_step(self, gradient, variable, learning_rate):
-        """Updates `variable` and its slots for one (dense or sparse) gradient."""
-        index = self._get_variable_index(variable)
+    def update_dense(self, index, gradient, variable, learning_rate):
+        """Adam's update, in keras.optimizers.Adam's order of operations, so
+        that the float rounding, and hence every number, is the same."""
         momentum = self._momentums[index]
         velocity = self._velocities[index]
-        velocity_hat = self._velocity_hats[index] if self.amsgrad else None
-        lr = ops.cast(learning_rate, variable.dtype)
-        local_step = ops.cast(self.iterations + 1, variable.dtype)
-        beta_1_power = ops.power(ops.cast(self.beta_1, variable.dtype), local_step)
-        beta_2_power = ops.power(ops.cast(self.beta_2, variable.dtype), local_step)
-        alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-        decay = None
-        if self.weight_decay is not None and self._use_weight_decay(variable):
-            decay = ops.cast(self.weight_decay, variable.dtype)
-        if isinstance(gradient, tf.IndexedSlices):
-            # `apply` summed each replica's repeated ids; with several
-            # replicas, the all-reduce between `apply` and here joins their
-            # rows, so an id looked up on two replicas comes twice.
-            if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-                gradient = summed_duplicates(gradient)
-            self._sparse_update(
-                gradient, variable, momentum, velocity, velocity_hat, alpha,
-                lr, decay,
-            )
-            return
-        gradient = ops.cast(gradient, variable.dtype)
-        if decay is not None:
-            self.assign_sub(variable, variable * decay * lr)
-        # Adam's update, in keras.optimizers.Adam's order of operations, so
-        # that the float rounding, and hence every number, is the same.
+        alpha = self._alpha(variable.dtype, learning_rate)
         self.assign_add(
             momentum,
             ops.multiply(ops.subtract(gradient, momentum), 1 - self.beta_1),
@@ -250,7 +175,8 @@ class LazyAdam(keras.optimizers.Optimizer):
                 ops.subtract(ops.square(gradient), velocity), 1 - self.beta_2
             ),
         )
-        if velocity_hat is not None:
+        if self.amsgrad:
+            velocity_hat = self._velocity_hats[index]
             self.assign(velocity_hat, ops.maximum(velocity_hat, velocity))
             velocity = velocity_hat
         self.assign_sub(
@@ -261,36 +187,30 @@ class LazyAdam(keras.optimizers.Optimizer):
             ),
         )
 
-    def _sparse_update(
-        self, gradient, variable, momentum, velocity, velocity_hat, alpha, lr,
-        decay,
-    ):
-        """Adam on the rows `gradient.indices` (unique) only."""
-        rows = gradient.indices
-        grad = ops.cast(gradient.values, variable.dtype)
+    def update_rows(self, index, rows, gradient, variable_rows, learning_rate):
+        """Adam on the rows `rows` (unique) only."""
+        momentum = self._momentums[index]
+        velocity = self._velocities[index]
+        alpha = self._alpha(variable_rows.dtype, learning_rate)
         momentum_rows = gather_rows(momentum, rows)
         momentum_rows = momentum_rows + ops.multiply(
-            ops.subtract(grad, momentum_rows), 1 - self.beta_1
+            ops.subtract(gradient, momentum_rows), 1 - self.beta_1
         )
         velocity_rows = gather_rows(velocity, rows)
         velocity_rows = velocity_rows + ops.multiply(
-            ops.subtract(ops.square(grad), velocity_rows), 1 - self.beta_2
+            ops.subtract(ops.square(gradient), velocity_rows), 1 - self.beta_2
         )
-        self.assign(momentum, tf.IndexedSlices(momentum_rows, rows))
-        self.assign(velocity, tf.IndexedSlices(velocity_rows, rows))
-        if velocity_hat is not None:
+        self.assign_rows(momentum, rows, momentum_rows)
+        self.assign_rows(velocity, rows, velocity_rows)
+        if self.amsgrad:
+            velocity_hat = self._velocity_hats[index]
             velocity_rows = ops.maximum(gather_rows(velocity_hat, rows), velocity_rows)
-            self.assign(velocity_hat, tf.IndexedSlices(velocity_rows, rows))
+            self.assign_rows(velocity_hat, rows, velocity_rows)
         step = ops.divide(
             ops.multiply(momentum_rows, alpha),
             ops.add(ops.sqrt(velocity_rows), self.epsilon),
         )
-        # Scatter-update of new rows, not scatter-sub of the step: TF's CPU
-        # scatter-sub is several times slower than a gather plus an update.
-        variable_rows = gather_rows(variable, rows)
-        if decay is not None:
-            variable_rows = variable_rows - variable_rows * decay * lr
-        self.assign(variable, tf.IndexedSlices(variable_rows - step, rows))
+        return variable_rows - step
 
     def get_config(self):
         return {

@@ -1,18 +1,23 @@
-"""Row-sparse pieces shared by our optimizers: a gradient of rows
-(`tf.IndexedSlices`) summed per id, mapped, and the rows of a variable read
-without reading the whole variable.
+"""What the row-sparse optimizers share: summing repeated ids, reading rows,
+and `RowSparseOptimizer`, the base that updates only the rows a step
+looked up.
 
-Example:
-
->>> import tensorflow as tf
->>> from keras_embed.optimizers.rows import summed_duplicates
->>> slices = tf.IndexedSlices(tf.constant([[1.0], [2.0]]), tf.constant([4, 4]))
->>> summed_duplicates(slices).values.numpy().tolist()
-[[3.0]]
+The gradient of an embedding lookup (`tf.gather`) is a `tf.IndexedSlices`:
+the few rows a batch looked up, not the whole table. Keras 3's optimizers
+update every row of the table and of their slots on every step, so a step
+costs as much as the vocabulary is large. A `RowSparseOptimizer` updates
+only the rows in the slices, so a step costs as much as the batch is large,
+and gives dense gradients its Keras counterpart's update.
 """
+
+import weakref
 
 import keras
 import tensorflow as tf
+from keras import ops
+
+from keras_embed.layers.table_reads import is_updated_by_rows
+from keras_embed.layers.table_reads import mark_updated_by_rows
 
 
 def summed_duplicates(slices):
@@ -41,6 +46,13 @@ def summed_duplicates(slices):
     return tf.IndexedSlices(values, ids, slices.dense_shape)
 
 
+def gather_rows(variable, rows):
+    """Rows of a variable, read without reading the whole variable."""
+    if isinstance(variable, keras.Variable):
+        variable = variable.value
+    return tf.gather(variable, rows)
+
+
 def map_values(function, gradient):
     """`function(gradient)` for a tensor, or applied to a slices' values."""
     if gradient is None:
@@ -52,8 +64,180 @@ def map_values(function, gradient):
     return function(gradient)
 
 
-def gather_rows(variable, rows):
-    """Rows of a variable, read without reading the whole variable."""
-    if isinstance(variable, keras.Variable):
-        variable = variable.value
-    return tf.gather(variable, rows)
+class RowSparseOptimizer(keras.optimizers.Optimizer):
+    """Base of the optimizers that update only the rows a step looked up.
+
+    A subclass creates its slots in `build` (after calling this `build`,
+    which marks each variable as written by rows, so that
+    `keras_embed.Embedding` reads it by rows) and implements two methods:
+
+    - `update_rows(index, rows, gradient, variable_rows, learning_rate)`:
+      reads and writes the rows `rows` (unique ids) of its slots for
+      variable number `index`, and returns the new `variable_rows`;
+    - `update_dense(index, gradient, variable, learning_rate)`: the Keras
+      optimizer's own update for a dense gradient.
+
+    This base sums repeated ids (once per replica, in `apply`, and again
+    after an all-reduce joined several replicas' rows), unscales
+    `loss_scale_factor`, clips as Keras clips the dense gradient, and applies
+    `weight_decay` lazily (only to the looked-up rows) before the update;
+    then it writes the new rows with one scatter-update.
+
+    Example:
+
+    >>> import keras_embed
+    >>> optimizer = keras_embed.optimizers.Adagrad(0.1)
+    >>> isinstance(optimizer, RowSparseOptimizer)
+    True
+
+    Args:
+        **kwargs: the arguments of every `keras.optimizers.Optimizer`.
+    """
+
+    def build(self, var_list):
+        """Marks the variables as written by rows; subclasses add slots."""
+        super().build(var_list)
+        newly_marked = [v for v in var_list if not is_updated_by_rows(v)]
+        for variable in newly_marked:
+            mark_updated_by_rows(variable)
+        if newly_marked and tf.inside_function():
+            _retrace_with_row_reads(self)
+
+    def add_slot(self, variable, name, initializer="zeros", shape=None):
+        """A slot for `variable` named as Keras names its slots, or `None`
+        for a variable Keras assigns its gradient (it needs no slot)."""
+        if getattr(variable, "overwrite_with_gradient", False):
+            return None
+        if shape is None:
+            return self.add_variable_from_reference(variable, name, initializer)
+        # A slot of another shape (row-wise accumulators): colocated with the
+        # variable, as Keras's TensorFlow backend colocates its own slots.
+        value = variable.value if isinstance(variable, keras.Variable) else variable
+        with tf.distribute.get_strategy().extended.colocate_vars_with(value):
+            return self.add_variable(
+                shape=shape,
+                initializer=initializer,
+                dtype=variable.dtype,
+                name=f"{_slot_prefix(variable)}_{name}",
+            )
+
+    def apply(self, grads, trainable_variables=None):
+        """Applies `grads` (dense tensors or `tf.IndexedSlices`) to the
+        variables, as `keras.optimizers.Optimizer.apply` does."""
+        scale = self.loss_scale_factor
+        # Keras unscales with `g / scale`, which `tf.IndexedSlices` lacks;
+        # we unscale here, the same division, and hide the factor meanwhile.
+        if scale is not None:
+            grads = [map_values(lambda g: g / scale, g) for g in grads]
+        # Repeated ids are summed once, here: clipping then sees exactly the
+        # nonzero rows of the dense gradient, and `update_step` one row per id.
+        grads = [
+            summed_duplicates(g) if isinstance(g, tf.IndexedSlices) else g
+            for g in grads
+        ]
+        if scale is None:
+            return super().apply(grads, trainable_variables)
+        self.loss_scale_factor = None
+        try:
+            return super().apply(grads, trainable_variables)
+        finally:
+            self.loss_scale_factor = scale
+
+    def _clip_gradients(self, grads):
+        # Keras's clipping, applied to the values of the slices, which `apply`
+        # made duplicate-free: norms and clipped values are the dense
+        # gradient's.
+        if not any(isinstance(g, tf.IndexedSlices) for g in grads):
+            return super()._clip_gradients(grads)
+        if not (self.clipnorm or self.global_clipnorm or self.clipvalue):
+            return grads
+        values = [
+            g.values if isinstance(g, tf.IndexedSlices) else g for g in grads
+        ]
+        clipped = super()._clip_gradients(values)
+        return [
+            tf.IndexedSlices(c, g.indices, g.dense_shape)
+            if isinstance(g, tf.IndexedSlices)
+            else c
+            for g, c in zip(grads, clipped)
+        ]
+
+    def _apply_weight_decay(self, variables):
+        # Done in `update_step` instead, where we know which rows to decay.
+        pass
+
+    def update_step(self, gradient, variable, learning_rate):
+        """Updates `variable` and its slots for one (dense or sparse) gradient."""
+        index = self._get_variable_index(variable)
+        lr = ops.cast(learning_rate, variable.dtype)
+        decay = None
+        if self.weight_decay is not None and self._use_weight_decay(variable):
+            decay = ops.cast(self.weight_decay, variable.dtype)
+        if not isinstance(gradient, tf.IndexedSlices):
+            if decay is not None:
+                self.assign_sub(variable, variable * decay * lr)
+            self.update_dense(
+                index, ops.cast(gradient, variable.dtype), variable, lr
+            )
+            return
+        # `apply` summed each replica's repeated ids; with several replicas,
+        # the all-reduce between `apply` and here joins their rows, so an id
+        # looked up on two replicas comes twice.
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            gradient = summed_duplicates(gradient)
+        rows = gradient.indices
+        variable_rows = gather_rows(variable, rows)
+        if decay is not None:
+            variable_rows = variable_rows - variable_rows * decay * lr
+        new_rows = self.update_rows(
+            index, rows, ops.cast(gradient.values, variable.dtype),
+            variable_rows, lr,
+        )
+        # A scatter-update of new rows, not a scatter-sub of the step: TF's
+        # CPU scatter-sub is several times slower than a gather plus an update.
+        self.assign(variable, tf.IndexedSlices(new_rows, rows))
+
+    def update_rows(self, index, rows, gradient, variable_rows, learning_rate):
+        """The new `variable_rows`; updates the slots' `rows`. Subclasses."""
+        raise NotImplementedError
+
+    def update_dense(self, index, gradient, variable, learning_rate):
+        """The Keras optimizer's update for a dense gradient. Subclasses."""
+        raise NotImplementedError
+
+    def assign_rows(self, slot, rows, values):
+        """Writes `values` into the rows `rows` of `slot`."""
+        self.assign(slot, tf.IndexedSlices(values, rows))
+
+
+# Keras's `fit` and `train_on_batch` without a strategy build the optimizer
+# inside the first trace of the training step: after the lookup was traced
+# with a dense read of a table not yet marked. tf.function traces again when
+# its first trace created variables, which slots do; an optimizer without
+# slots (plain SGD) creates this scalar instead, so that the step is traced
+# again with row reads. It is kept out of the optimizer's variables (and so
+# out of saved files) on purpose: it holds nothing.
+_RETRACE_VARIABLES = weakref.WeakKeyDictionary()
+
+
+def _retrace_with_row_reads(optimizer):
+    """Creates a variable in the current trace, which makes tf.function trace
+    the step again (now with row reads of the tables just marked)."""
+    _RETRACE_VARIABLES[optimizer] = tf.Variable(0, trainable=False, name="retrace")
+
+
+def _slot_prefix(variable):
+    """The prefix Keras gives a variable's slots (`add_variable_from_reference`)."""
+    if hasattr(variable, "path"):
+        return variable.path.replace("/", "_")
+    return str(variable.name).replace("/", "_").replace(":", "_")
+
+
+def check_nonnegative(optimizer, **values):
+    """Raises a `ValueError` naming the first negative number in `values`."""
+    for name, value in values.items():
+        if isinstance(value, (int, float)) and value < 0:
+            raise ValueError(
+                f"{optimizer}: `{name}` must be >= 0. "
+                f"Received: {name}={value!r}."
+            )

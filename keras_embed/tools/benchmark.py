@@ -19,12 +19,15 @@ so that a machine shared with other work slows them alike; figures are medians.
   the fused `tf.sparse.segment_mean` (sparse gradient) on a table read
   densely, fresh and after row updates (as `LazyAdam` leaves it); each with
   the peak memory of one call above what was allocated before it.
+- Optimizers (`keras_embed.tools.benchmark_optimizers`): each of
+  `keras_embed.optimizers` against the same Keras optimizer on the stock
+  layer and against `LazyAdam`, at V = 100K, 1M and 10M.
 
 Ids are uniform at random: few repeats, the hardest case for `LazyAdam`.
 
 Usage (`--quick`: a small configuration in under a minute):
 
-    python benchmarks/run.py [--quick] [--output DIR] [--check]
+    python benchmarks/run.py [--quick] [--output DIR] [--check] [--sections ...]
     keras-embed bench [--quick] [--output DIR]
 
 It prints Markdown tables and writes them (`benchmark.md`) with
@@ -47,6 +50,7 @@ import numpy as np
 
 from keras_embed.tools.bag_benchmark import BAG_CANDIDATES  # noqa: F401 (re-exported)
 from keras_embed.tools.bag_benchmark import measure_bags
+from keras_embed.tools import benchmark_optimizers
 from keras_embed.tools.benchmark_report import RAW_GATHER_FLOOR
 from keras_embed.tools.benchmark_report import format_floors
 from keras_embed.tools.benchmark_report import format_tables
@@ -67,6 +71,8 @@ FULL = {
     "bag_shapes": ((256, 200, 64, 1_000_000, 0.0), (256, 200, 64, 1_000_000, 0.5),
                    (4096, 200, 128, 100_000, 0.0)),
     "bag_repeats": 15,
+    "optimizer_rows": (100_000, 1_000_000, 10_000_000),
+    "optimizer_repeats": {100_000: 15, 1_000_000: 15, 10_000_000: 5},
 }
 QUICK = {
     "lookup_rows": (10_000, 100_000),
@@ -76,8 +82,11 @@ QUICK = {
     "train_repeats": 5,
     "bag_shapes": ((256, 200, 64, 100_000, 0.0), (256, 200, 64, 100_000, 0.5)),
     "bag_repeats": 5,
+    "optimizer_rows": (10_000, 100_000),
+    "optimizer_repeats": {10_000: 5, 100_000: 5},
 }
 GIB = 2**30
+SECTIONS = ("lookup", "training", "optimizers", "bags")
 
 
 def main(argv=None):
@@ -91,11 +100,14 @@ def main(argv=None):
     parser.add_argument("--output", default=os.path.join("benchmarks", "results"),
                         help="folder for benchmark.json, .md and .png "
                              "(default: %(default)s)")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=SECTIONS,
+                        help="what to measure (default: all of %(choices)s)")
     parser.add_argument("--check", action="store_true",
                         help="check the project's floors (see `floors`): "
                              "exit with status 1 when one is missed")
     arguments = parser.parse_args(argv)
-    results = run(quick=arguments.quick, output=arguments.output)
+    results = run(quick=arguments.quick, output=arguments.output,
+                  sections=arguments.sections)
     if not arguments.check:
         return 0
     checks = floors(results)
@@ -107,7 +119,8 @@ def main(argv=None):
     return 0
 
 
-def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None):
+def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None,
+        sections=None):
     """Runs every measurement, prints tables, writes them, JSON and a PNG.
 
     Args:
@@ -116,6 +129,7 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
             `benchmark.png`, or `None` to write nothing.
         progress: called with a line of text for each step done; defaults to
             printing to stderr.
+        sections: which of `SECTIONS` to measure; defaults to all.
 
     Returns:
         The results, as written to `benchmark.json`.
@@ -124,6 +138,7 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
         def progress(line):
             print(line, file=sys.stderr, flush=True)
     settings = QUICK if quick else FULL
+    sections = SECTIONS if sections is None else tuple(sections)
     started = time.perf_counter()
     rng = np.random.default_rng(0)
     results = {"machine": machine(), "quick": quick,
@@ -131,7 +146,8 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
                             "train_width": TRAIN_WIDTH}}
     results["bandwidth"] = measure_copy_bandwidth()
     progress(f"memory copy: {results['bandwidth']['copy_gb_per_s']:.1f} GB/s")
-    shapes = [(v, d) for v in settings["lookup_rows"] for d in settings["lookup_widths"]]
+    shapes = [(v, d) for v in settings["lookup_rows"] for d in settings["lookup_widths"]
+              if "lookup" in sections]
     results["lookup"] = []
     for number, (rows, width) in enumerate(shapes, 1):
         result = measure_lookup(rows, width, settings["lookup_repeats"], rng)
@@ -142,20 +158,35 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
         progress(f"[lookup {number}/{len(shapes)}] V={rows:,} D={width}: "
                  + _medians(result))
     results["training"] = []
-    for number, rows in enumerate(settings["train_rows"], 1):
+    train_rows = settings["train_rows"] if "training" in sections else ()
+    for number, rows in enumerate(train_rows, 1):
         result = measure_training(rows, settings["train_repeats"], rng)
         results["training"].append(result)
-        progress(f"[training {number}/{len(settings['train_rows'])}] "
+        progress(f"[training {number}/{len(train_rows)}] "
+                 f"V={rows:,}: " + _medians(result))
+    results["optimizers"] = []
+    optimizer_rows = settings["optimizer_rows"] if "optimizers" in sections else ()
+    for number, rows in enumerate(optimizer_rows, 1):
+        result = benchmark_optimizers.measure_optimizers(
+            rows, settings["optimizer_repeats"][rows], rng, BATCH, LENGTH, TRAIN_WIDTH
+        )
+        results["optimizers"].append(result)
+        progress(f"[optimizers {number}/{len(optimizer_rows)}] "
                  f"V={rows:,}: " + _medians(result))
     results["bags"] = []
-    for number, shape in enumerate(settings["bag_shapes"], 1):
+    bag_shapes = settings["bag_shapes"] if "bags" in sections else ()
+    for number, shape in enumerate(bag_shapes, 1):
         result = measure_bags(*shape, repeats=settings["bag_repeats"], rng=rng)
         results["bags"].append(result)
-        progress(f"[bags {number}/{len(settings['bag_shapes'])}] "
+        progress(f"[bags {number}/{len(bag_shapes)}] "
                  "B={:,} L={} D={} V={:,} padding {:.0%}: ".format(*shape)
                  + _medians(result))
     results["seconds"] = time.perf_counter() - started
     tables = format_tables(results)
+    if not (results["lookup"] or results["training"] or results["bags"]):
+        tables = tables.split("\n")[0]  # the machine line only
+    if results["optimizers"]:
+        tables += "\n\n" + benchmark_optimizers.format_optimizer_tables(results)
     print(tables, flush=True)
     if output is not None:
         os.makedirs(output, exist_ok=True)
@@ -163,7 +194,8 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
             json.dump(results, file, indent=1)
         with open(os.path.join(output, "benchmark.md"), "w") as file:
             file.write(tables + "\n")
-        plot(results, os.path.join(output, "benchmark.png"))
+        if results["lookup"] and results["training"]:
+            plot(results, os.path.join(output, "benchmark.png"))
         progress(f"wrote {output}/benchmark.json, benchmark.md and benchmark.png "
                  f"({results['seconds']:.0f} s)")
     return results
@@ -310,6 +342,34 @@ def measure_training(rows, repeats, rng):
     # dense Adam's temporaries: if all three do not fit, time one at a time.
     needed = len(makers) * 3 * rows * TRAIN_WIDTH * 4 + 3 * rows * TRAIN_WIDTH * 4
     together = needed < 0.8 * (available_memory_bytes() or 8 * GIB)
+    seconds, held, step_peak = time_training(makers, ids, targets, repeats, together)
+    return {
+        "rows": rows, "width": TRAIN_WIDTH, "median_s": seconds,
+        "interleaved": together,
+        "held_bytes": held, "step_peak_bytes": step_peak,
+        "peak_bytes": {name: held[name] + step_peak[name] for name in makers},
+        "lazy_speedup_vs_stock_adam":
+            seconds["stock + Adam"] / seconds["ours + LazyAdam"],
+    }
+
+
+def time_training(makers, ids, targets, repeats, together):
+    """Median seconds per `train_on_batch` of each model `makers` build, what
+    each holds and the peak of its step above that (bytes).
+
+    Args:
+        makers: dict of name -> function of no arguments returning a
+            compiled model.
+        ids, targets: the one batch every step trains on.
+        repeats: rounds of `interleaved`.
+        together: whether all models are alive together and timed in
+            interleaved rounds (else one after the other, each freed after).
+
+    Returns:
+        `(seconds, held, step_peak)`, three dicts keyed by name.
+    """
+    import keras
+
     models, held, step_peak = {}, {}, {}
 
     def build(name):
@@ -331,8 +391,9 @@ def measure_training(rows, repeats, rng):
     def step(model):
         return lambda: model.train_on_batch(ids, targets)
 
-    # Dense Adam turns the table's gradient into a dense tensor, and says so
-    # above 10**8 elements: that is what is being measured, not news.
+    # Dense optimizers turn the table's gradient into a dense tensor, and
+    # TensorFlow says so above 10**8 elements: that is what is being
+    # measured, not news.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Converting sparse IndexedSlices")
         if together:
@@ -348,14 +409,7 @@ def measure_training(rows, repeats, rng):
     del models
     gc.collect()
     keras.backend.clear_session()
-    return {
-        "rows": rows, "width": TRAIN_WIDTH, "median_s": seconds,
-        "interleaved": together,
-        "held_bytes": held, "step_peak_bytes": step_peak,
-        "peak_bytes": {name: held[name] + step_peak[name] for name in makers},
-        "lazy_speedup_vs_stock_adam":
-            seconds["stock + Adam"] / seconds["ours + LazyAdam"],
-    }
+    return seconds, held, step_peak
 
 
 def floors(results):
@@ -394,6 +448,10 @@ def floors(results):
                                 "reduce_mean(gather)",
                        "value": bags["bag_vs_reduce_mean"],
                        "met": bags["bag_vs_reduce_mean"] >= 0.9})
+    if results.get("optimizers"):
+        checks += benchmark_optimizers.floors(
+            results["optimizers"], results["bandwidth"]["copy_gb_per_s"]
+        )
     return checks
 
 

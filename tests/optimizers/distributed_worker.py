@@ -7,6 +7,7 @@ file. The test imports the same functions to make the single-device runs it
 compares them with.
 
     python tests/optimizers/distributed_worker.py mirrored OUT_DIR
+    python tests/optimizers/distributed_worker.py mirrored_rows OUT_DIR
     TF_CONFIG='{...}' python tests/optimizers/distributed_worker.py multi_worker OUT_FILE
     python tests/optimizers/distributed_worker.py parameter_server OUT_FILE
 """
@@ -32,6 +33,8 @@ GLOBAL_BATCH = 8
 EXAMPLES = 32  # 4 steps an epoch
 EPOCHS = 2
 OPTIMIZERS = ("sgd", "adam", "lazy_adam")
+# keras_embed's other row-sparse optimizers (`python ... mirrored_rows OUT_DIR`).
+ROW_OPTIMIZERS = ("adagrad", "rowwise_adagrad", "ftrl", "row_sgd", "row_sgd_momentum")
 
 
 def make_optimizer(name):
@@ -41,6 +44,16 @@ def make_optimizer(name):
         return keras.optimizers.Adam(learning_rate=0.01)
     if name == "lazy_adam":
         return LazyAdam(learning_rate=0.01)
+    if name == "adagrad":
+        return keras_embed.optimizers.Adagrad(learning_rate=0.1)
+    if name == "rowwise_adagrad":
+        return keras_embed.optimizers.RowWiseAdagrad(learning_rate=0.1)
+    if name == "ftrl":
+        return keras_embed.optimizers.Ftrl(learning_rate=0.1, l1_regularization_strength=0.01)
+    if name == "row_sgd":
+        return keras_embed.optimizers.SGD(learning_rate=0.1)
+    if name == "row_sgd_momentum":
+        return keras_embed.optimizers.SGD(learning_rate=0.1, momentum=0.9)
     raise ValueError(f"Unknown optimizer name: {name!r}.")
 
 
@@ -258,25 +271,48 @@ def optimizer_state(optimizer):
     )
 
 
-def run_mirrored(out_dir):
+def _two_cpu_mirrored_strategy():
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
     )
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    results = {"replicas": np.array(strategy.num_replicas_in_sync)}
-    for name in OPTIMIZERS:
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+def _mirrored_runs(strategy, names, loop=True):
+    """Fit, the custom loop (unless `loop` is false) and the duplicate-ids
+    step (itself a custom loop's step) for each optimizer."""
+    results = {}
+    for name in names:
         model = train_with_fit(strategy, name)
         results[f"fit/{name}"] = replica_tables(model.get_layer("table").embeddings)
-        model = train_with_custom_loop(strategy, name)
-        results[f"loop/{name}"] = replica_tables(model.get_layer("table").embeddings)
+        if loop:
+            model = train_with_custom_loop(strategy, name)
+            results[f"loop/{name}"] = replica_tables(model.get_layer("table").embeddings)
         tables, state, received = duplicate_ids_step(strategy, name)
         results[f"duplicates/{name}"] = tables
         results[f"duplicates/{name}/optimizer"] = state
         results[f"duplicates/{name}/indices"] = np.stack([i for i, _ in received])
         results[f"duplicates/{name}/values"] = np.stack([v for _, v in received])
+    return results
+
+
+def run_mirrored(out_dir):
+    strategy = _two_cpu_mirrored_strategy()
+    results = {"replicas": np.array(strategy.num_replicas_in_sync)}
+    results.update(_mirrored_runs(strategy, OPTIMIZERS))
     results.update(save_and_reload(strategy, out_dir, "lazy_adam"))
     np.savez(os.path.join(out_dir, "mirrored.npz"), **results)
+
+
+def run_mirrored_rows(out_dir):
+    """The mirrored runs of `ROW_OPTIMIZERS`."""
+    strategy = _two_cpu_mirrored_strategy()
+    results = {"replicas": np.array(strategy.num_replicas_in_sync)}
+    # The duplicate-ids step is their custom loop (`strategy.run` with a
+    # `GradientTape`): LazyAdam's full loop adds little but time here.
+    results.update(_mirrored_runs(strategy, ROW_OPTIMIZERS, loop=False))
+    np.savez(os.path.join(out_dir, "mirrored_rows.npz"), **results)
 
 
 def run_multi_worker(out_file):
@@ -396,6 +432,8 @@ def main(argv):
     mode, out = argv[1], argv[2]
     if mode == "mirrored":
         run_mirrored(out)
+    elif mode == "mirrored_rows":
+        run_mirrored_rows(out)
     elif mode == "multi_worker":
         run_multi_worker(out)
     elif mode == "parameter_server":

@@ -145,10 +145,16 @@ def test_main_parses_its_arguments(monkeypatch, capsys):
 
     monkeypatch.setattr(benchmark, "run", fake_run)
     assert benchmark.main(["--quick", "--output", "somewhere"]) == 0
-    assert seen == {"quick": True, "output": "somewhere"}
+    assert seen == {"quick": True, "output": "somewhere", "sections": benchmark.SECTIONS}
     assert benchmark.main([]) == 0
-    assert seen == {"quick": False, "output": os.path.join("benchmarks", "results")}
+    assert seen == {"quick": False, "output": os.path.join("benchmarks", "results"),
+                    "sections": ("lookup", "training", "optimizers")}
     assert "Floors" not in capsys.readouterr().out
+    assert benchmark.main(["--sections", "optimizers", "lookup"]) == 0
+    assert seen["sections"] == ["optimizers", "lookup"]
+    with pytest.raises(SystemExit):
+        benchmark.main(["--sections", "speed"])
+    assert "argument --sections: invalid choice: 'speed'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         benchmark.main(["--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err

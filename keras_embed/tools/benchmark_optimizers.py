@@ -1,0 +1,172 @@
+"""The optimizers' benchmark: each row-sparse optimizer's training step, side
+by side with the same Keras optimizer on the stock layer and with `LazyAdam`.
+
+Part of `keras_embed.tools.benchmark` (its `optimizers` section): the model
+is the training benchmark's (Embedding(V, 64) -> GlobalAveragePooling1D ->
+Dense(1), B=256 x L=200 ids). At V <= `STOCK_UP_TO` every configuration is
+alive at once and timed in interleaved rounds; above, Keras's dense
+optimizers are left out (their step reads and writes the whole table and
+slots several times) and ours are timed one after the other, each freed
+before the next is built (a 10M x 64 table is 2.56 GB).
+"""
+
+from keras_embed.utils.memory import available_memory_bytes
+
+STOCK_UP_TO = 1_000_000
+GIB = 2**30
+# The issue's floors.
+SPEEDUP_FLOOR = 5.0  # ours + X at V=1M vs stock + keras X
+LAZY_ADAM_RATIO_FLOOR = 1.2  # ours + X at V=1M vs ours + LazyAdam
+GROWTH_FLOORS = {1_000_000: 1.5, 10_000_000: 2.0}  # step(V) / step(100K)
+MARKED_SGD_FLOOR = 1.2  # ours + SGD vs keras SGD on a table marked by hand
+ROWWISE_MEMORY_FLOOR = 1.1
+# Ours -> the Keras optimizer it is compared with on the stock layer.
+PAIRS = {
+    "ours + Adagrad": "stock + keras Adagrad",
+    "ours + Ftrl": "stock + keras Ftrl",
+    "ours + SGD momentum": "stock + keras SGD momentum",
+}
+NEW = ("ours + Adagrad", "ours + RowWiseAdagrad", "ours + Ftrl",
+       "ours + SGD momentum", "ours + SGD")
+
+
+def makers(rows, width):
+    """Name -> function of no arguments building the compiled model."""
+    import keras
+
+    import keras_embed
+    from keras_embed import optimizers
+    from keras_embed.tools.benchmark import _training_model
+
+    def ours(optimizer):
+        return lambda: _training_model(keras_embed.Embedding(rows, width), optimizer())
+
+    def marked_sgd():
+        layer = keras_embed.Embedding(rows, width)
+        model = _training_model(layer, keras.optimizers.SGD())
+        optimizers.mark_updated_by_rows(layer.embeddings)  # before the first trace
+        return model
+
+    found = {
+        "ours + LazyAdam": ours(optimizers.LazyAdam),
+        "ours + Adagrad": ours(optimizers.Adagrad),
+        "ours + RowWiseAdagrad": ours(optimizers.RowWiseAdagrad),
+        "ours + Ftrl": ours(optimizers.Ftrl),
+        "ours + SGD momentum": ours(lambda: optimizers.SGD(momentum=0.9)),
+        "ours + SGD": ours(optimizers.SGD),
+        "ours + keras SGD, marked by hand": marked_sgd,
+    }
+    if rows <= STOCK_UP_TO:
+        def stock(optimizer):
+            return lambda: _training_model(keras.layers.Embedding(rows, width), optimizer())
+
+        found["stock + keras Adagrad"] = stock(keras.optimizers.Adagrad)
+        found["stock + keras Ftrl"] = stock(keras.optimizers.Ftrl)
+        found["stock + keras SGD momentum"] = stock(lambda: keras.optimizers.SGD(momentum=0.9))
+    return found
+
+
+def measure_optimizers(rows, repeats, rng, batch, length, width):
+    """Step times and memory of every configuration of `makers` at V=rows."""
+    import tensorflow as tf
+
+    from keras_embed.tools.benchmark import time_training
+
+    built = makers(rows, width)
+    ids = tf.constant(rng.integers(rows, size=(batch, length)), tf.int32)
+    targets = tf.constant(rng.random((batch, 1)), tf.float32)
+    # The table and its slots (at most 2) per configuration, and 3 tables
+    # more for a dense optimizer's temporaries.
+    table = rows * width * 4
+    needed = len(built) * 3 * table + 3 * table
+    together = rows <= STOCK_UP_TO and needed < 0.8 * (available_memory_bytes() or 8 * GIB)
+    seconds, held, step_peak = time_training(built, ids, targets, repeats, together)
+    unique = int(tf.size(tf.unique(tf.reshape(ids, [-1]))[0]))
+    return {
+        "rows": rows, "width": width, "median_s": seconds, "interleaved": together,
+        "repeats": repeats, "unique_ids": unique, "table_bytes": table,
+        "held_bytes": held, "step_peak_bytes": step_peak,
+        "peak_bytes": {name: held[name] + step_peak[name] for name in built},
+        "lazy_adam_bytes_floor": lazy_adam_bytes(batch * length, unique, width),
+    }
+
+
+def lazy_adam_bytes(ids, unique, width):
+    """The bytes a LazyAdam step must move: the looked-up rows read and the
+    output written, the output's gradient, the summed gradient's rows, and
+    those rows of the table and both slots read and written."""
+    row = width * 4
+    return 2 * ids * row + ids * row + unique * row + 6 * unique * row
+
+
+def floors(optimizer_results, copy_gb_per_s):
+    """The issue's floors for the optimizers, each with its measured value."""
+    by_rows = {r["rows"]: r for r in optimizer_results}
+    checks = []
+
+    def check(floor, value, met):
+        checks.append({"floor": floor, "value": float(value), "met": bool(met)})
+
+    if 1_000_000 in by_rows:
+        at_1m = by_rows[1_000_000]["median_s"]
+        for ours, stock in PAIRS.items():
+            if stock in at_1m:
+                speedup = at_1m[stock] / at_1m[ours]
+                check(f"V=1M: {ours} >= {SPEEDUP_FLOOR:.0f}x faster than {stock}",
+                      speedup, speedup >= SPEEDUP_FLOOR)
+        for name in NEW:
+            ratio = at_1m[name] / at_1m["ours + LazyAdam"]
+            check(f"V=1M: {name} within {LAZY_ADAM_RATIO_FLOOR}x of ours + LazyAdam",
+                  ratio, ratio <= LAZY_ADAM_RATIO_FLOOR)
+        floor_bytes = by_rows[1_000_000]["lazy_adam_bytes_floor"]
+        floor_s = floor_bytes / (copy_gb_per_s * 1e9)
+        measured = at_1m["ours + LazyAdam"]
+        check(f"V=1M: LazyAdam step vs its byte floor ({floor_bytes / 1e6:.0f} MB, "
+              f"{floor_s * 1e3:.1f} ms at this run's copy bandwidth): measured / floor",
+              measured / floor_s, measured / floor_s <= 1.5)
+    if 100_000 in by_rows:
+        base = by_rows[100_000]["median_s"]
+        for rows, limit in GROWTH_FLOORS.items():
+            if rows not in by_rows:
+                continue
+            for name in NEW + ("ours + LazyAdam",):
+                growth = by_rows[rows]["median_s"][name] / base[name]
+                check(f"{name}: step at V={rows:,} <= {limit}x its step at V=100K",
+                      growth, growth <= limit)
+    if 10_000_000 in by_rows:
+        at_10m = by_rows[10_000_000]
+        seconds = at_10m["median_s"]
+        ratio = seconds["ours + SGD"] / seconds["ours + keras SGD, marked by hand"]
+        check(f"V=10M: ours + SGD within {MARKED_SGD_FLOOR}x of keras SGD on a table "
+              "marked by hand", ratio, ratio <= MARKED_SGD_FLOOR)
+        name = "ours + RowWiseAdagrad"
+        ratio = at_10m["peak_bytes"][name] / (at_10m["table_bytes"] + at_10m["step_peak_bytes"][name])
+        check(f"V=10M: RowWiseAdagrad's peak memory <= {ROWWISE_MEMORY_FLOOR}x the "
+              "table's bytes plus the step's working set", ratio, ratio <= ROWWISE_MEMORY_FLOOR)
+    return checks
+
+
+def format_optimizer_tables(results):
+    """The optimizers' results as a Markdown table (their floors are in
+    `benchmark.floors`, printed by `benchmarks/run.py --check`)."""
+    lines = [
+        "Optimizers, training step (train_on_batch), D=64, median ms; peak memory GiB "
+        "(held + step); '-' where not measured:",
+        "",
+    ]
+    optimizer_results = results["optimizers"]
+    names = []
+    for r in optimizer_results:
+        names += [n for n in r["median_s"] if n not in names]
+    lines.append("| configuration | " + " | ".join(
+        f"V={r['rows']:,}{'' if r['interleaved'] else ' (one at a time)'}"
+        for r in optimizer_results) + " | " + " | ".join(
+        f"peak GiB V={r['rows']:,}" for r in optimizer_results) + " |")
+    lines.append("|---|" + "---:|" * (2 * len(optimizer_results)))
+    for name in names:
+        times = [f"{r['median_s'][name] * 1e3:.1f}" if name in r["median_s"] else "-"
+                 for r in optimizer_results]
+        peaks = [f"{r['peak_bytes'][name] / GIB:.2f}" if name in r["peak_bytes"] else "-"
+                 for r in optimizer_results]
+        lines.append(f"| {name} | " + " | ".join(times) + " | " + " | ".join(peaks) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""LookedUpRowsRegularizer: a regularizer of the rows a batch looks up."""
+
+import os
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.python.framework import indexed_slices as indexed_slices_module
+
+import keras_embed
+from keras_embed import LookedUpRowsRegularizer
+from keras_embed.optimizers import LazyAdam
+
+VOCABULARY, WIDTH = 10, 2
+
+
+def table_layer(regularizer, rng, **kwargs):
+    layer = keras_embed.Embedding(VOCABULARY, WIDTH, embeddings_regularizer=regularizer, **kwargs)
+    layer.build()
+    table = rng.normal(size=(VOCABULARY, WIDTH)).astype("float32")
+    layer.embeddings.assign(table)
+    return layer, table
+
+
+def test_penalty_is_the_wrapped_regularizer_of_the_distinct_looked_up_rows(rng):
+    layer, table = table_layer(LookedUpRowsRegularizer(keras.regularizers.l2(0.01)), rng)
+    layer(np.array([[3, 3, 7], [7, 1, 3]]))
+    # Rows 1, 3 and 7, each once: 0.01 * sum of their squares.
+    expected = 0.01 * np.sum(table[[1, 3, 7]].astype("float64") ** 2)
+    (loss,) = layer.losses
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
+    # No weight regularizer on the table: stock's whole-table penalty is gone.
+    assert layer.embeddings.regularizer is None
+
+
+def test_the_gradient_is_stocks_on_looked_up_rows_zero_elsewhere_and_sparse(rng):
+    l2 = keras.regularizers.l2(0.05)
+    ours, table = table_layer(LookedUpRowsRegularizer(l2), rng)
+    stock = keras.layers.Embedding(VOCABULARY, WIDTH, embeddings_regularizer=l2)
+    stock.build()
+    stock.embeddings.assign(table)
+    ids = np.array([[2, 5, 5], [9, 2, 0]])
+    gradients = []
+    for layer in (ours, stock):
+        with tf.GradientTape() as tape:
+            outputs = layer(ids)
+            loss = tf.reduce_sum(outputs * 0.5) + tf.add_n(layer.losses)
+        gradients.append(tape.gradient(loss, layer.embeddings.value))
+    ours_gradient, stock_gradient = gradients
+    assert isinstance(ours_gradient, tf.IndexedSlices)
+    ours_dense = tf.convert_to_tensor(ours_gradient).numpy()
+    used = [0, 2, 5, 9]
+    np.testing.assert_allclose(ours_dense[used], stock_gradient.numpy()[used], rtol=1e-6)
+    # By hand: 0.5 per occurrence plus 2 * 0.05 * w.
+    counts = np.bincount(ids.reshape(-1), minlength=VOCABULARY)[:, None]
+    np.testing.assert_allclose(ours_dense[used], (0.5 * counts + 0.1 * table)[used], rtol=1e-6)
+    unused = [i for i in range(VOCABULARY) if i not in used]
+    np.testing.assert_array_equal(ours_dense[unused], 0.0)
+    assert np.all(stock_gradient.numpy()[unused] != 0.0)  # stock's is dense
+
+
+def test_fit_with_lazy_adam_stays_sparse_and_leaves_other_rows(rng, monkeypatch):
+    monkeypatch.setattr(indexed_slices_module, "_LARGE_SPARSE_NUM_ELEMENTS", 1)
+    regularizer = LookedUpRowsRegularizer(keras.regularizers.l2(1e-3))
+    layer = keras_embed.Embedding(VOCABULARY, WIDTH, embeddings_regularizer=regularizer)
+    model = keras.Sequential([keras.Input((3,), dtype="int32"), layer,
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+    model.compile(LazyAdam(0.1), "mse")
+    start = layer.embeddings.numpy()
+    ids = rng.integers(1, VOCABULARY - 1, size=(8, 3))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model.fit(ids, rng.normal(size=(8, 1)), epochs=2, verbose=0)
+    assert not [w for w in record if "Converting sparse IndexedSlices" in str(w.message)]
+    table = layer.embeddings.numpy()
+    np.testing.assert_array_equal(table[[0, VOCABULARY - 1]], start[[0, VOCABULARY - 1]])
+    # The control: stock's regularizer makes the gradient dense.
+    stock_layer = keras_embed.Embedding(VOCABULARY, WIDTH, embeddings_regularizer="l2")
+    model = keras.Sequential([keras.Input((3,), dtype="int32"), stock_layer,
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+    model.compile(LazyAdam(0.1), "mse")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model.fit(ids, rng.normal(size=(8, 1)), epochs=1, verbose=0)
+    assert [w for w in record if "Converting sparse IndexedSlices" in str(w.message)]
+
+
+def test_ragged_ids_are_regularized_by_their_rows(rng):
+    layer, table = table_layer(LookedUpRowsRegularizer("l1"), rng)
+    layer(tf.ragged.constant([[4], [6, 4, 8]]))
+    (loss,) = layer.losses
+    np.testing.assert_allclose(float(loss), 0.01 * np.abs(table[[4, 6, 8]]).sum(), rtol=1e-6)
+
+
+def test_saved_in_the_layer_config_and_in_a_keras_file(rng, tmp_path):
+    regularizer = LookedUpRowsRegularizer(keras.regularizers.l2(1e-6))
+    layer = keras_embed.Embedding(VOCABULARY, WIDTH, embeddings_regularizer=regularizer)
+    config = layer.get_config()["embeddings_regularizer"]
+    assert config["registered_name"] == "keras_embed>LookedUpRowsRegularizer"
+    assert config["config"]["regularizer"]["config"] == {"l2": 1e-6}
+    restored = keras_embed.Embedding.from_config(layer.get_config())
+    assert isinstance(restored.embeddings_regularizer, LookedUpRowsRegularizer)
+    assert restored.embeddings_regularizer.regularizer.get_config() == {"l2": 1e-6}
+    model = keras.Sequential([keras.Input((3,), dtype="int32"), layer])
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    ids = rng.integers(VOCABULARY, size=(2, 3))
+    loaded(ids), model(ids)
+    np.testing.assert_allclose(float(loaded.losses[0]), float(model.losses[0]), rtol=1e-6)
+
+
+def test_called_directly_it_is_the_wrapped_regularizer(rng):
+    x = rng.normal(size=(3, 2)).astype("float32")
+    np.testing.assert_allclose(
+        float(LookedUpRowsRegularizer("l2")(x)), float(keras.regularizers.L2()(x)), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("bad", [None, "nonsense", 0.5])
+def test_bad_regularizer_is_refused_with_a_clear_message(bad):
+    with pytest.raises(ValueError) as error:
+        LookedUpRowsRegularizer(bad)
+    assert str(error.value) == (
+        "LookedUpRowsRegularizer: `regularizer` must be a Keras regularizer to apply "
+        f"to the looked-up rows, such as keras.regularizers.l2(1e-6). Received: regularizer={bad!r}."
+    )
