@@ -106,10 +106,19 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
     # such as `swap` and the Sequential input rules, leaves it alone.)
     build = Embedding.build
     embeddings = Embedding.embeddings
-    _look_up = Embedding._look_up
+    _regularizes_rows = Embedding._regularizes_rows
+    _table_rows = Embedding._table_rows
     _set_initial_weights = Embedding._set_initial_weights
     save_own_variables = Embedding.save_own_variables
     load_own_variables = Embedding.load_own_variables
+
+    def _look_up(self, ids):
+        """Embedding's lookup of dense `ids`; with a `LookedUpRowsRegularizer`,
+        also its penalty on the distinct rows looked up (padding left out
+        where the bag leaves it out)."""
+        if self._regularizes_rows():
+            self.add_loss(self.embeddings_regularizer.rows_penalty(self._table_rows, ids))
+        return Embedding._look_up(self, ids)
 
     def __init__(
         self,

@@ -127,3 +127,25 @@ def test_bad_regularizer_is_refused_with_a_clear_message(bad):
         "LookedUpRowsRegularizer: `regularizer` must be a Keras regularizer to apply "
         f"to the looked-up rows, such as keras.regularizers.l2(1e-6). Received: regularizer={bad!r}."
     )
+
+
+@pytest.mark.parametrize("kind", ["dense", "ragged"])
+def test_embedding_bag_regularizes_the_rows_its_bags_look_up(rng, kind):
+    # Padding (id 0 with mask_zero) is left out of the bags, so out of the penalty.
+    bag = keras_embed.EmbeddingBag(
+        VOCABULARY, WIDTH, mask_zero=True,
+        embeddings_regularizer=LookedUpRowsRegularizer(keras.regularizers.l2(0.01)))
+    bag.build()
+    table = rng.normal(size=(VOCABULARY, WIDTH)).astype("float32")
+    bag.embeddings.assign(table)
+    ids = [[3, 3, 7], [7, 1, 0]]
+    ids = tf.ragged.constant([[3, 3, 7], [7, 1]]) if kind == "ragged" else np.array(ids)
+    with tf.GradientTape() as tape:
+        outputs = bag(ids)
+        (loss,) = bag.losses
+        total = tf.reduce_sum(outputs) + loss
+    np.testing.assert_allclose(float(loss), 0.01 * np.sum(table[[1, 3, 7]].astype("float64") ** 2), rtol=1e-6)
+    assert bag.embeddings.regularizer is None
+    gradient = tape.gradient(total, bag.embeddings.value)
+    assert isinstance(gradient, tf.IndexedSlices)
+    assert sorted(set(gradient.indices.numpy().tolist())) == [1, 3, 7]
