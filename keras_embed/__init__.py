@@ -6,6 +6,7 @@ from keras_embed import load_errors
 from keras_embed import optimizers
 from keras_embed.embedding import Embedding
 from keras_embed.migration import swap, unswap
+from keras_embed.saving.keras2_saved_model import load_keras2_model
 
 # What importing keras_embed changes outside the layer, all of it here (see
 # README.md, "What importing `keras_embed` changes outside the layer").
@@ -15,4 +16,4 @@ graph_errors.install()  # TensorFlow's graph errors: our id check's sentence fir
 input_length.install_sequential_input(Embedding)  # keras.Sequential.add / build.
 load_errors.install()  # keras.models.load_model, keras.saving.load_model.
 
-__all__ = ["Embedding", "optimizers", "swap", "unswap"]
+__all__ = ["Embedding", "load_keras2_model", "optimizers", "swap", "unswap"]

@@ -6,7 +6,8 @@ Subcommands:
 - `keras-embed inspect FILE`: a table of the embedding layers in a saved
   model (`.keras` or `.h5`).
 - `keras-embed convert IN OUT [--to keras_embed|stock] [--force]`: rewrites
-  a saved model with its embedding layers swapped.
+  a saved model (or a Keras 2 SavedModel directory) with its embedding
+  layers swapped.
 - `keras-embed bench [--quick] [--output DIR]`: the benchmark suite.
 
 Errors (missing file, not a Keras model, no embedding layers, unsupported
@@ -74,13 +75,19 @@ def _parser():
     convert = commands.add_parser(
         "convert",
         help="rewrite a saved model with its embedding layers swapped",
-        description="Loads IN, replaces its keras.layers.Embedding layers by "
+        description="Loads IN (a .keras or .h5 file, or a Keras 2 SavedModel "
+        "directory, rebuilt from its keras_metadata.pb and variables/ "
+        "without running its code), replaces its keras.layers.Embedding "
+        "layers by "
         "keras_embed.Embedding (--to keras_embed, the default) or the "
         "reverse (--to stock), and saves the result as OUT (.keras or .h5, "
         "by its extension). Writes a temporary file next to OUT and renames "
         "it; never modifies IN.",
     )
-    convert.add_argument("input", metavar="IN", help="a .keras or .h5 file")
+    convert.add_argument(
+        "input", metavar="IN",
+        help="a .keras or .h5 file, or a Keras 2 SavedModel directory",
+    )
     convert.add_argument("output", metavar="OUT", help="a .keras or .h5 path")
     convert.add_argument(
         "--to", choices=("keras_embed", "stock"), default="keras_embed",

@@ -54,7 +54,8 @@ class Checkpoint:
             data = self.reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")
             graph = trackable_object_graph_pb2.TrackableObjectGraph()
             graph.ParseFromString(data)
-        except (tf.errors.OpError, ValueError, DecodeError) as error:
+        except (tf.errors.OpError, ValueError, IndexError, DecodeError) as error:
+            # IndexError: the reader's "Read less bytes than requested".
             raise self.damaged(error) from None
         self.nodes = graph.nodes
         self.children = [
@@ -76,11 +77,9 @@ class Checkpoint:
         )
 
     def value(self, node):
-        import tensorflow as tf
-
         try:
             return self.reader.get_tensor(self.keys[node])
-        except (tf.errors.OpError, ValueError) as error:
+        except Exception as error:  # TensorFlow's reader raises many kinds.
             raise self.damaged(error) from None
 
     def shape(self, node):

@@ -92,28 +92,54 @@ def model_from_config(model_config, user_objects=None, safe_mode=True):
 
 
 def compile_arguments(training_config, user_objects=None):
-    """`model.compile` arguments from a Keras 2 training config, as Keras 3
-    reads a Keras 2 `.h5` file's; and notes on the settings dropped."""
-    from keras.src.legacy.saving import json_utils, saving_utils
+    """`model.compile` arguments from a Keras 2 training config; and notes
+    on the settings dropped.
+
+    Read with Keras's public deserializers, adapted where Keras 3's legacy
+    `.h5` reader goes wrong on Keras 2's records: a loss or metric given by
+    name ("mse") is passed to `compile` as the name (the reader fails on
+    it), a `MeanMetricWrapper` gets its function (the reader leaves the
+    function's name, which fails at the first training step), and
+    Keras's optimizers keep their settings (see `optimizer_from_config`).
+    """
+    from keras.src.legacy.saving import json_utils
 
     config = json_utils.decode(json.dumps(training_config))
-    # Keras 3's legacy reader cannot deserialize a loss or metric given by
-    # name ("mse": "Could not deserialize 'keras.metrics.mse'"), which
-    # Keras 2 wrote as the name; `compile` takes the names as they are.
-    names = {}
-    for key in ("loss", "metrics", "weighted_metrics"):
-        if config.get(key) is not None and _only_names(config[key]):
-            names[key], config[key] = config[key], None
-    optimizer, notes = optimizer_from_config(config["optimizer_config"])
-    if optimizer is not None:
-        # Read below; the legacy reader gets a stand-in it can read.
-        config["optimizer_config"] = {"class_name": "SGD", "config": {}}
-    arguments = saving_utils.compile_args_from_training_config(
-        config, custom_objects(user_objects))
-    arguments.update(names)
-    if optimizer is not None:
-        arguments["optimizer"] = optimizer
-    return arguments, notes
+    with keras.saving.custom_object_scope(custom_objects(user_objects)):
+        optimizer, notes = optimizer_from_config(config["optimizer_config"])
+        if optimizer is None:  # A custom optimizer.
+            optimizer = keras.optimizers.deserialize(config["optimizer_config"])
+        return dict(
+            optimizer=optimizer,
+            loss=_nested(config.get("loss"), keras.losses.deserialize),
+            metrics=_nested(config.get("metrics"), _metric),
+            weighted_metrics=_nested(config.get("weighted_metrics"), _metric),
+            loss_weights=config.get("loss_weights"),
+        ), notes
+
+
+def _nested(value, deserialize):
+    """`value` (a name, a serialized object, or lists and dicts of them)
+    with its serialized objects deserialized and its names left."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if "class_name" in value:
+            return deserialize(value)
+        return {k: _nested(v, deserialize) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nested(v, deserialize) for v in value]
+    raise ValueError(f"a training config entry Keras 2 does not write: {value!r}")
+
+
+def _metric(config):
+    inner = config.get("config", {})
+    if config.get("class_name") == "MeanMetricWrapper" and isinstance(
+            inner.get("fn"), str):
+        fn = keras.metrics.get(inner["fn"])
+        return keras.metrics.MeanMetricWrapper(
+            fn, name=inner.get("name"), dtype=inner.get("dtype"))
+    return keras.metrics.deserialize(config)
 
 
 # Keras 2 optimizer settings that change nothing in Keras 3.
@@ -188,5 +214,6 @@ class UnknownClassError(ValueError):
 
 def unknown_class(error):
     """The class name in Keras's "Unknown layer: 'Name'" errors, or None."""
-    match = re.search(r"Unknown [\w ]+?: '([^']+)'", str(error))
-    return match.group(1) if match else None
+    match = re.search(r"Unknown [\w ]+?: '([^']+)'|Could not locate "
+                      r"(?:class|function) '([^']+)'", str(error))
+    return (match.group(1) or match.group(2)) if match else None
