@@ -148,6 +148,11 @@ def _saved_model_root(path):
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved_model = saved_model_pb2.SavedModel()
+    if os.path.getsize(os.path.join(path, "saved_model.pb")) == 0:
+        raise Keras2SavedModelError(
+            f"{path}: saved_model.pb is empty (0 bytes): a damaged or "
+            "incomplete copy of a SavedModel directory"
+        )
     try:
         with open(os.path.join(path, "saved_model.pb"), "rb") as file:
             saved_model.ParseFromString(file.read())
