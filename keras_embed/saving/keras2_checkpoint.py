@@ -17,8 +17,12 @@ keeps the same slots; otherwise it says the state was dropped.
 
 Example:
 
->>> from keras_embed.saving import keras2_checkpoint  # doctest: +SKIP
->>> graph = keras2_checkpoint.Checkpoint("my_model/variables/variables")  # doctest: +SKIP
+>>> from keras_embed.saving import keras2_checkpoint
+>>> checkpoint = keras2_checkpoint.Checkpoint(
+...     "my_model/variables/variables", "my_model")  # doctest: +SKIP
+>>> checkpoint.keys[checkpoint.resolve(("root", "layer_with_weights-0",
+...                                     "embeddings"))]  # doctest: +SKIP
+'layer_with_weights-0/embeddings/.ATTRIBUTES/VARIABLE_VALUE'
 """
 
 import re

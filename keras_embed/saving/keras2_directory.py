@@ -18,6 +18,8 @@ is and what to use instead.
 Example:
 
 >>> from keras_embed.saving import keras2_directory
+>>> keras2_directory.is_saved_model("no_such_directory")
+False
 >>> keras2_directory.read("my_model").model_config["class_name"]  # doctest: +SKIP
 'Sequential'
 """
@@ -235,6 +237,12 @@ def parse_saved_metadata(data):
 
     Raises:
         ValueError: if `data` is not such a message.
+
+    Example:
+
+    >>> from keras_embed.saving import keras2_directory
+    >>> keras2_directory.parse_saved_metadata(b"\x0a\x06\x10\x03\x1a\x02ab")
+    [{'node_id': 3, 'node_path': 'ab', 'identifier': '', 'metadata': ''}]
     """
     names = {2: "node_id", 3: "node_path", 4: "identifier", 5: "metadata"}
     records = []
