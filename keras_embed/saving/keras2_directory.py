@@ -241,7 +241,7 @@ def parse_saved_metadata(data):
     Example:
 
     >>> from keras_embed.saving import keras2_directory
-    >>> keras2_directory.parse_saved_metadata(b"\x0a\x06\x10\x03\x1a\x02ab")
+    >>> keras2_directory.parse_saved_metadata(bytes([10, 6, 16, 3, 26, 2, 97, 98]))
     [{'node_id': 3, 'node_path': 'ab', 'identifier': '', 'metadata': ''}]
     """
     names = {2: "node_id", 3: "node_path", 4: "identifier", 5: "metadata"}
