@@ -273,12 +273,7 @@ def assign_optimizer_state(model, checkpoint, pairs):
     children = checkpoint.children[optimizer_node]
     if "_iterations" not in children:
         if "iter" in children or checkpoint.nodes[optimizer_node].slot_variables:
-            return [_dropped(
-                "it is a Keras 2 legacy optimizer "
-                "(tf.keras.optimizers.legacy), whose slots Keras 3's "
-                "optimizers do not keep the same way; training resumes with "
-                "a fresh optimizer"
-            )]
+            return _assign_legacy_state(model, checkpoint, optimizer_node, pairs)
         return []
     iterations = int(checkpoint.value(children["_iterations"]))
     slot_lists = {
@@ -307,6 +302,56 @@ def assign_optimizer_state(model, checkpoint, pairs):
             optimizer._learning_rate, keras.Variable):
         # The config holds the rate too; the variable, if a callback changed it.
         optimizer.learning_rate = float(checkpoint.value(rate))
+    return []
+
+
+# Keras 2's legacy optimizers' slot names, and the Keras 3 optimizer's
+# slot lists that hold the same values (the update rules are the same).
+_LEGACY_SLOTS = {
+    "Adam": {"m": "_momentums", "v": "_velocities", "vhat": "_velocity_hats"},
+    "SGD": {"momentum": "momentums"},
+}
+
+
+def _assign_legacy_state(model, checkpoint, optimizer_node, pairs):
+    """As `assign_optimizer_state`, for a `tf.keras.optimizers.legacy`
+    optimizer, whose checkpoint names each slot's variable."""
+    optimizer = model.optimizer
+    name = type(optimizer).__name__
+    table = _LEGACY_SLOTS.get(name) if type(optimizer) is getattr(
+        keras.optimizers, name, None) else None
+    slots = checkpoint.nodes[optimizer_node].slot_variables
+    iterations = checkpoint.children[optimizer_node].get("iter")
+    if table is None:
+        return [_dropped(
+            f"it is Keras 2's legacy {name} (tf.keras.optimizers.legacy), "
+            "whose slots keras_embed maps only for Adam and SGD; training "
+            "resumes with a fresh optimizer"
+        )] if slots else []
+    optimizer.build(model.trainable_variables)
+    by_node = {node: variable for variable in model.trainable_variables
+               if (node := pairs.get(id(variable))) is not None}
+    assignments = []
+    for slot in slots:
+        variable = by_node.get(slot.original_variable_node_id)
+        target = getattr(optimizer, table.get(slot.slot_name, ""), None)
+        if variable is None or not isinstance(target, list) or len(
+                target) != len(model.trainable_variables):
+            return [_dropped(
+                f"Keras 3's {name} keeps no slot like the legacy "
+                f"optimizer's '{slot.slot_name}'; training resumes with a "
+                "fresh optimizer"
+            )]
+        # Keras 3 has no public way to find a variable's slot.
+        slot_variable = target[optimizer._get_variable_index(variable)]
+        if checkpoint.shape(slot.slot_variable_node_id) != tuple(
+                slot_variable.shape):
+            return [_dropped("its slots do not fit the model's variables")]
+        assignments.append((slot_variable, slot.slot_variable_node_id))
+    for slot_variable, node in assignments:
+        slot_variable.assign(checkpoint.value(node))
+    if iterations is not None:
+        optimizer.iterations.assign(int(checkpoint.value(iterations)))
     return []
 
 

@@ -32,9 +32,9 @@ def load_keras2_model(path, custom_objects=None, to="keras_embed",
     directory's code (its traced TensorFlow functions) is never run.
 
     A model saved compiled comes back compiled with its loss, metrics and
-    optimizer settings, and, for Keras 2's optimizers (not the
-    `tf.keras.optimizers.legacy` ones), its optimizer state: slots and step
-    count. What cannot come along is reported with a `MigrationWarning`.
+    optimizer settings, and its optimizer state (slots and step count) for
+    Keras 2's optimizers and the legacy (`tf.keras.optimizers.legacy`) Adam
+    and SGD. What cannot come along is reported with a `MigrationWarning`.
 
     Example:
 

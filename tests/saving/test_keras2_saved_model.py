@@ -329,3 +329,61 @@ def test_directories_that_are_not_keras2_models(case, tmp_path):
     with pytest.raises(keras2_directory.Keras2SavedModelError,
                        match=f"^{str(path)}: .*{message}"):
         keras2_saved_model.read_model(path)
+
+
+def test_a_legacy_adam_keeps_its_slots_by_the_checkpoint_s_slot_names():
+    path, data, inputs = fixture("legacy_adam")
+    model = keras_embed.load_keras2_model(path)
+    np.testing.assert_allclose(model.predict(inputs[0], verbose=0), data["expected"],
+                               rtol=1e-6, atol=0)
+    optimizer = model.optimizer
+    assert type(optimizer) is keras.optimizers.Adam
+    assert optimizer.get_config()["learning_rate"] == pytest.approx(0.02)
+    assert int(optimizer.iterations.numpy()) == 1
+    _check_slots(model, data, {"m": optimizer._momentums, "v": optimizer._velocities})
+
+
+def test_an_optimizer_state_that_cannot_be_mapped_is_said_dropped(tmp_path):
+    # The legacy Adam's checkpoint, under a training config naming Nadam,
+    # whose legacy slots keras_embed does not map.
+    target = _copy(tmp_path, "legacy_adam")
+    records = keras2_directory.parse_saved_metadata(
+        (target / "keras_metadata.pb").read_bytes())
+    with pytest.warns(keras_embed.migration.MigrationWarning,
+                      match="optimizer's state .* was dropped: it is Keras 2's "
+                      "legacy Nadam"):
+        model = _load_with_optimizer(target, records, "Nadam")
+    assert type(model.optimizer) is keras.optimizers.Nadam
+    assert int(model.optimizer.iterations.numpy()) == 0
+
+
+def _load_with_optimizer(target, records, name):
+    """Writes keras_metadata.pb again with the root's optimizer renamed."""
+    import json
+
+    root = json.loads(records[0]["metadata"])
+    root["training_config"]["optimizer_config"]["class_name"] = name
+    root["training_config"]["optimizer_config"]["config"]["name"] = name
+    records[0]["metadata"] = json.dumps(root)
+    (target / "keras_metadata.pb").write_bytes(b"".join(
+        _field(1, b"".join([_varint_field(2, r["node_id"]), _field(3, r["node_path"].encode()),
+                            _field(4, r["identifier"].encode()), _field(5, r["metadata"].encode())]))
+        for r in records))
+    return keras_embed.load_keras2_model(target)
+
+
+def _varint(value):
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _varint_field(number, value):
+    return _varint(number << 3) + _varint(value)
+
+
+def _field(number, data):
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
