@@ -23,7 +23,7 @@ import re
 
 import keras
 
-from keras_embed.embedding import Embedding
+from keras_embed.layers.embedding import Embedding
 
 
 def custom_objects(user_objects=None):

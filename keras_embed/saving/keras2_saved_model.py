@@ -67,7 +67,7 @@ def load_keras2_model(path, custom_objects=None, to="keras_embed",
     """
     if to not in ("keras_embed", "stock"):
         raise ValueError(f"to must be 'keras_embed' or 'stock', not {to!r}")
-    from keras_embed import migration
+    from keras_embed.saving import migration
 
     model, notes = read_model(path, custom_objects, compile, safe_mode)
     for note in notes:

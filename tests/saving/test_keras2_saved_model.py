@@ -80,7 +80,7 @@ def test_predictions_are_keras2s(name):
 @pytest.mark.parametrize("name", ["imdb", "shared"])
 def test_to_stock_gives_stock_embeddings_and_the_same_predictions(name):
     path, data, inputs = fixture(name)
-    with pytest.warns(keras_embed.migration.MigrationWarning) if name == "imdb" else (
+    with pytest.warns(keras_embed.saving.migration.MigrationWarning) if name == "imdb" else (
             _nothing()):
         model = loaded(name, to="stock")
     assert {type(layer) for layer in embeddings(model)} == {keras.layers.Embedding}
@@ -349,7 +349,7 @@ def test_an_optimizer_state_that_cannot_be_mapped_is_said_dropped(tmp_path):
     target = _copy(tmp_path, "legacy_adam")
     records = keras2_directory.parse_saved_metadata(
         (target / "keras_metadata.pb").read_bytes())
-    with pytest.warns(keras_embed.migration.MigrationWarning,
+    with pytest.warns(keras_embed.saving.migration.MigrationWarning,
                       match="optimizer's state .* was dropped: it is Keras 2's "
                       "legacy Nadam"):
         model = _load_with_optimizer(target, records, "Nadam")

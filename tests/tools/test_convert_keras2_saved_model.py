@@ -11,7 +11,7 @@ import pytest
 
 import keras_embed
 from conftest import FIXTURES
-from keras_embed import cli
+from keras_embed.tools import cli
 
 HERE = os.path.join(FIXTURES, "keras2_saved_model")
 
@@ -37,8 +37,7 @@ def test_convert_imdb_to_keras_as_a_user_runs_it(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == (f"Read {source} (a Keras 2 SavedModel directory: "
-                        "keras_metadata.pb, variables/; 1 embedding layer)")
+    assert lines[0] == f"Read {source} (a Keras 2 SavedModel directory, 1 embedding layer)"
     assert lines[1] == "  embedding  Embedding (Keras 2) -> keras_embed.Embedding"
     assert lines[2] == ("  compiled: optimizer Adam (learning_rate=0.01, step 1), "
                         "loss 'binary_crossentropy'")
