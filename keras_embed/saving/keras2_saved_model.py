@@ -13,6 +13,7 @@ import os
 import warnings
 
 from keras_embed.saving import keras2_checkpoint, keras2_configs
+from keras_embed.saving import keras2_optimizer
 from keras_embed.saving import keras2_directory
 from keras_embed.saving.keras2_directory import Keras2SavedModelError
 
@@ -122,7 +123,7 @@ def read_model(path, custom_objects=None, compile=True, safe_mode=True):
             )
         else:
             notes += dropped
-            notes += keras2_checkpoint.assign_optimizer_state(
+            notes += keras2_optimizer.assign_optimizer_state(
                 model, checkpoint, pairs)
     return model, notes
 

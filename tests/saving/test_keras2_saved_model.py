@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import keras_embed
 from conftest import FIXTURES
-from keras_embed.saving import keras2_checkpoint, keras2_directory
+from keras_embed.saving import keras2_checkpoint, keras2_directory, keras2_optimizer
 from keras_embed.saving import keras2_saved_model
 
 HERE = os.path.join(FIXTURES, "keras2_saved_model")
@@ -240,7 +240,7 @@ def test_the_optimizer_order_worked_out_without_traces_is_the_traced_one():
             for variable, value in keras2_checkpoint._pair_layer(layer, node, checkpoint):
                 pairs[id(variable)] = value
     listed = checkpoint.variable_list(checkpoint.children[0]["trainable_variables"])
-    worked_out = [pairs[id(v)] for v in keras2_checkpoint._in_keras2_order(
+    worked_out = [pairs[id(v)] for v in keras2_optimizer._in_keras2_order(
         model, checkpoint, 0, pairs)]
     assert worked_out == listed and len(listed) == 2
 
