@@ -8,13 +8,15 @@ Keras 3's legacy loader already turns `batch_input_shape`, Keras 2's
 - `Embedding` configs are read as `keras_embed.Embedding`, which keeps
   `input_length` (stock Keras 3 drops it);
 - `LSTM` and `GRU` configs lose `time_major`, which Keras 2 wrote in every
-  one and Keras 3 rejects.
+  one and Keras 3 rejects;
+- a `Lambda` layer's saved lambda is read in Keras 3's form, so that
+  Keras's safe mode decides whether its bytecode is loaded.
 
 Example:
 
 >>> from keras_embed.saving import keras2_configs
 >>> sorted(keras2_configs.custom_objects())
-['Embedding', 'GRU', 'LSTM']
+['Embedding', 'GRU', 'LSTM', 'Lambda']
 """
 
 import inspect
@@ -33,6 +35,7 @@ def custom_objects(user_objects=None):
         "Embedding": Embedding,
         "LSTM": _without_time_major(keras.layers.LSTM),
         "GRU": _without_time_major(keras.layers.GRU),
+        "Lambda": _Keras2Lambda,
     }
     objects.update(user_objects or {})
     return objects
@@ -52,6 +55,28 @@ def _without_time_major(layer_class):
 
     return type(f"Keras2{layer_class.__name__}", (),
                 {"from_config": classmethod(from_config)})
+
+
+class _Keras2Lambda:
+    """A stand-in for `keras.layers.Lambda` whose `from_config` reads Keras
+    2's record of a lambda (`[base64 bytecode, defaults, closure]`) as
+    Keras 3's (`{"class_name": "__lambda__", ...}`), so that Keras 3's
+    safe mode refuses it with its own message, and `safe_mode=False` loads
+    it (Keras 3 reads the same bytecode format). Keras 3's legacy reader
+    fails on the Keras 2 record ("unsupported callable") in both modes."""
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        for key in ("function", "output_shape"):
+            value = config.get(key)
+            if (isinstance(value, (list, tuple)) and len(value) == 3
+                    and isinstance(value[0], str)):
+                code, defaults, closure = value
+                config[key] = {"class_name": "__lambda__", "config": {
+                    "code": code, "defaults": defaults, "closure": closure}}
+        return keras.layers.Lambda.from_config(
+            config, custom_objects=custom_objects)
 
 
 def model_from_config(model_config, user_objects=None, safe_mode=True):

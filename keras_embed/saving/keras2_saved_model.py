@@ -99,6 +99,14 @@ def read_model(path, custom_objects=None, compile=True, safe_mode=True):
         raise Keras2SavedModelError(
             _missing_class(directory.path, error.name)) from None
     except Exception as error:  # Keras raises many kinds here.
+        if safe_mode and "safe_mode=False" in str(error):
+            raise Keras2SavedModelError(
+                f"{directory.path}: the model has a Lambda layer whose "
+                "function Keras 2 saved as Python bytecode, which safe mode "
+                "does not load (loading runs it). If you trust the "
+                f"directory, pass safe_mode=False to {FUNCTION}; keras-embed "
+                "convert keeps safe mode on."
+            ) from error
         raise Keras2SavedModelError(
             f"{directory.path}: the model's config in keras_metadata.pb does "
             f"not load in Keras 3: {_first_line(error)}"

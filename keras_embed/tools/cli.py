@@ -67,10 +67,14 @@ def _parser():
         "inspect",
         help="a table of the embedding layers in a .keras or .h5 file",
         description="Prints a table of the embedding layers in a saved model "
-        "(.keras or .h5): name, class, input_dim, output_dim, mask_zero, "
-        "input_length, params, dtype, quantization, size in MB.",
+        "(.keras or .h5, or a Keras 2 SavedModel directory): name, class, "
+        "input_dim, output_dim, mask_zero, input_length, params, dtype, "
+        "quantization, size in MB.",
     )
-    inspect.add_argument("file", metavar="FILE", help="a .keras or .h5 file")
+    inspect.add_argument(
+        "file", metavar="FILE",
+        help="a .keras or .h5 file, or a Keras 2 SavedModel directory",
+    )
 
     convert = commands.add_parser(
         "convert",

@@ -7,6 +7,7 @@ for the trained ones, its optimizer's state.
 
 import os
 import shutil
+import sys
 
 import keras
 import numpy as np
@@ -387,3 +388,20 @@ def _varint_field(number, value):
 
 def _field(number, data):
     return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def test_a_lambda_s_bytecode_is_loaded_only_outside_safe_mode():
+    path, data, inputs = fixture("with_lambda")
+    with pytest.raises(ValueError, match=r"a Lambda layer whose function Keras 2 saved as "
+                       r"Python bytecode, which safe mode does not load .* pass "
+                       r"safe_mode=False to keras_embed.load_keras2_model"):
+        keras_embed.load_keras2_model(path)
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11),
+                    reason="tf-keras saved the lambda as Python 3.11 bytecode")
+def test_a_lambda_loads_with_safe_mode_off():
+    path, data, inputs = fixture("with_lambda")
+    model = keras_embed.load_keras2_model(path, safe_mode=False)
+    np.testing.assert_allclose(model.predict(inputs[0], verbose=0), data["expected"],
+                               rtol=1e-6, atol=0)
