@@ -10,7 +10,8 @@ Keras 3's legacy loader already turns `batch_input_shape`, Keras 2's
 - `LSTM` and `GRU` configs lose `time_major`, which Keras 2 wrote in every
   one and Keras 3 rejects;
 - a `Lambda` layer's saved lambda is read in Keras 3's form, so that
-  Keras's safe mode decides whether its bytecode is loaded.
+  Keras's safe mode decides whether its bytecode is loaded;
+- a nested Sequential model's calls are numbered as Keras 3 numbers them.
 
 Example:
 
@@ -102,6 +103,7 @@ def model_from_config(model_config, user_objects=None, safe_mode=True):
     from keras.src.saving import serialization_lib
 
     config = json_utils.decode(json.dumps(model_config))
+    _renumber_nested_sequentials(config)
     objects = {**custom_objects(user_objects),
                **keras.saving.get_custom_objects()}
     with saving_options.keras_option_scope(use_legacy_config=True), (
@@ -114,6 +116,48 @@ def model_from_config(model_config, user_objects=None, safe_mode=True):
             if missing is not None:
                 raise UnknownClassError(missing) from error
             raise
+
+
+def _renumber_nested_sequentials(config):
+    """Renumbers the calls of nested Sequential models in a Keras 2
+    functional config, in place, as Keras 3 counts them.
+
+    Keras 2 gave a Sequential with an input shape a node of its own, the
+    first (as Keras 2 and 3 do for a functional model), so a functional
+    model's config refers to its first call as node 1; Keras 3 numbers a
+    Sequential's calls from 0 (and fails on "list index out of range").
+    """
+    inner = config.get("config") if isinstance(config, dict) else None
+    layers = inner.get("layers") if isinstance(inner, dict) else None
+    if not isinstance(layers, list):
+        return
+    for layer in layers:
+        _renumber_nested_sequentials(layer)
+    if config.get("class_name") == "Sequential":
+        return
+    shifted = {
+        layer.get("name") for layer in layers
+        if layer.get("class_name") == "Sequential"
+        and (layer.get("config", {}).get("layers") or [{}])[0].get(
+            "class_name") == "InputLayer"
+    }
+
+    def shift(reference):
+        if (isinstance(reference, list) and len(reference) >= 3
+                and reference[0] in shifted and isinstance(reference[1], int)
+                and reference[1] > 0):
+            reference[1] -= 1
+
+    for layer in layers:
+        for node in layer.get("inbound_nodes") or []:
+            for reference in node if isinstance(node, list) else []:
+                shift(reference)
+    for key in ("input_layers", "output_layers"):
+        references = inner.get(key)
+        if references and isinstance(references[0], str):
+            references = [references]
+        for reference in references or []:
+            shift(reference)
 
 
 def compile_arguments(training_config, user_objects=None):
