@@ -1,4 +1,7 @@
-"""Runs the keras_embed benchmarks: `python benchmarks/run.py [--quick] [--output DIR]`.
+"""Runs the keras_embed benchmarks: `python benchmarks/run.py [--quick] [--output DIR] [--check]`.
+
+`--check` also checks the project's floors and exits with status 1 when one is
+missed (`keras-embed bench` prints the measurements only).
 
 See benchmarks/README.md, and `keras_embed/tools/benchmark.py` for what is measured.
 """

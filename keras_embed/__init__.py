@@ -1,6 +1,8 @@
 """keras_embed: a drop-in `keras.layers.Embedding` for Keras 3."""
 
+from keras_embed import callbacks
 from keras_embed import optimizers
+from keras_embed import pretrained
 from keras_embed.layers import graph_errors
 from keras_embed.layers import input_length
 from keras_embed.layers.embedding import Embedding
@@ -16,4 +18,7 @@ graph_errors.install()  # TensorFlow's graph errors: our id check's sentence fir
 input_length.install_sequential_input(Embedding)  # keras.Sequential.add / build.
 load_errors.install()  # keras.models.load_model, keras.saving.load_model.
 
-__all__ = ["Embedding", "load_keras2_model", "optimizers", "swap", "unswap"]
+__all__ = [
+    "Embedding", "callbacks", "load_keras2_model", "optimizers", "pretrained",
+    "swap", "unswap",
+]

@@ -18,10 +18,22 @@ def test_top_level_names():
     assert Embedding is Defined and issubclass(Embedding, keras.layers.Layer)
     assert (swap, unswap) == (defined_swap, defined_unswap)
     assert sorted(keras_embed.__all__) == [
-        "Embedding", "load_keras2_model", "optimizers", "swap", "unswap"]
+        "Embedding", "callbacks", "load_keras2_model", "optimizers", "pretrained",
+        "swap", "unswap"]
     from keras_embed.saving.keras2_saved_model import load_keras2_model
 
     assert keras_embed.load_keras2_model is load_keras2_model
+
+
+def test_vectors_in_and_out_paths():
+    from keras_embed.callbacks import EmbeddingProjector, write_projector
+    from keras_embed.callbacks.embedding_projector import EmbeddingProjector as Defined
+    from keras_embed.pretrained import load_vectors
+
+    assert keras_embed.callbacks.EmbeddingProjector is EmbeddingProjector is Defined
+    assert issubclass(EmbeddingProjector, keras.callbacks.Callback)
+    assert keras_embed.pretrained.load_vectors is load_vectors and callable(write_projector)
+    assert callable(keras_embed.Embedding.from_pretrained)
 
 
 def test_optimizers_paths():

@@ -149,6 +149,52 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
         if weights is not None:
             self._set_initial_weights(weights)
 
+    @classmethod
+    def from_pretrained(cls, matrix, freeze=True, **kwargs):
+        """A layer whose table is `matrix`, frozen by default.
+
+        As PyTorch's `nn.Embedding.from_pretrained`: `input_dim` and
+        `output_dim` come from the matrix's shape. The layer saves and loads
+        as any other (`trainable` is in its config, the table in its
+        weights).
+
+        Example:
+
+        >>> import numpy as np
+        >>> from keras_embed import Embedding
+        >>> layer = Embedding.from_pretrained(np.eye(3, 2), mask_zero=True)
+        >>> layer.input_dim, layer.output_dim, layer.trainable
+        (3, 2, False)
+        >>> np.asarray(layer(np.array([[2, 0]])))[0].tolist()
+        [[0.0, 0.0], [1.0, 0.0]]
+
+        Args:
+            matrix: array of shape `(input_dim, output_dim)`: the table, e.g.
+                `keras_embed.pretrained.load_vectors(...).matrix`.
+            freeze: `True` (default): the table is not trained
+                (`trainable=False`); `False`: it is.
+            **kwargs: the layer's other arguments (`mask_zero`, `name`,
+                `embeddings_regularizer`, ...), except `input_dim`,
+                `output_dim`, `weights` and `trainable`.
+        """
+        for taken in ("input_dim", "output_dim", "weights", "trainable"):
+            if taken in kwargs:
+                raise TypeError(
+                    f"Embedding.from_pretrained: `{taken}` comes from `matrix`"
+                    f" and `freeze`; do not pass it. Received: {taken}="
+                    f"{kwargs[taken]!r}."
+                )
+        shape = getattr(matrix, "shape", None)
+        if shape is None or len(shape) != 2:
+            raise ValueError(
+                "Embedding.from_pretrained: `matrix` must be 2-D, of shape "
+                "(input_dim, output_dim). Received: "
+                + ("an object without a shape" if shape is None
+                   else f"shape {tuple(shape)}") + "."
+            )
+        return cls(int(shape[0]), int(shape[1]), weights=matrix,
+                   trainable=not freeze, **kwargs)
+
     def _set_initial_weights(self, weights):
         weights = config_checks.check_weights(
             self.name, weights, self.input_dim, self.output_dim

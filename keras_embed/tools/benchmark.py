@@ -18,11 +18,14 @@ Ids are uniform at random: few repeats, the hardest case for `LazyAdam`.
 
 Usage (`--quick`: a small configuration in under a minute):
 
-    python benchmarks/run.py [--quick] [--output DIR]
+    python benchmarks/run.py [--quick] [--output DIR] [--check]
     keras-embed bench [--quick] [--output DIR]
 
 It prints Markdown tables and writes them (`benchmark.md`) with
 `benchmark.json` and `benchmark.png` to DIR (default `benchmarks/results`).
+The project's floors (`floors`) are checked by `benchmarks/run.py --check`
+only, which exits with status 1 when one is missed; `keras-embed bench`, a
+user's tool, prints the measurements.
 """
 
 import argparse
@@ -37,6 +40,7 @@ import warnings
 import numpy as np
 
 from keras_embed.tools.benchmark_report import RAW_GATHER_FLOOR
+from keras_embed.tools.benchmark_report import format_floors
 from keras_embed.tools.benchmark_report import format_tables
 from keras_embed.tools.benchmark_report import plot
 from keras_embed.utils.memory import available_memory_bytes, physical_memory_bytes
@@ -61,7 +65,8 @@ GIB = 2**30
 
 
 def main(argv=None):
-    """Command-line entry: parses `argv`, runs, prints; returns 0."""
+    """`benchmarks/run.py`: parses `argv`, runs, prints; returns 0, or 1
+    with `--check` when a floor is missed."""
     parser = argparse.ArgumentParser(
         prog="keras-embed bench", description=__doc__.split("\n\n")[0]
     )
@@ -70,8 +75,19 @@ def main(argv=None):
     parser.add_argument("--output", default=os.path.join("benchmarks", "results"),
                         help="folder for benchmark.json, .md and .png "
                              "(default: %(default)s)")
+    parser.add_argument("--check", action="store_true",
+                        help="check the project's floors (see `floors`): "
+                             "exit with status 1 when one is missed")
     arguments = parser.parse_args(argv)
-    run(quick=arguments.quick, output=arguments.output)
+    results = run(quick=arguments.quick, output=arguments.output)
+    if not arguments.check:
+        return 0
+    checks = floors(results)
+    print("\n" + format_floors(checks), flush=True)
+    missed = [check for check in checks if not check["met"]]
+    if missed:
+        print(f"{len(missed)} of {len(checks)} floors missed", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -115,7 +131,6 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
         results["training"].append(result)
         progress(f"[training {number}/{len(settings['train_rows'])}] "
                  f"V={rows:,}: " + _medians(result))
-    results["floors"] = floors(results)
     results["seconds"] = time.perf_counter() - started
     tables = format_tables(results)
     print(tables, flush=True)

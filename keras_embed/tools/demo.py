@@ -4,7 +4,8 @@ The demo turns two sentences into padded ids, shows the rows of the table
 they select and the mask, trains a small text classifier on the labelled
 sentences shipped in `keras_embed/data/sentences.csv`, saves it as `.keras`,
 reloads it in a fresh Python process without `custom_objects` and checks the
-predictions are identical.
+predictions are identical, and draws the trained word vectors in 2-D
+(`demo_plot`, a PNG; skipped without matplotlib).
 
 Example:
 
@@ -14,7 +15,10 @@ Example:
 """
 
 import csv
+import importlib.util
+import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -26,6 +30,7 @@ UNSEEN = ("The food was great and the staff were lovely",
           "The film was dull and far too long")
 SEED = 7
 CLASSIFIER_WIDTH = 16
+PICTURE = "demo_vectors.png"
 
 # Runs in a fresh process: nothing but `import keras_embed` makes the layer
 # known to Keras.
@@ -73,8 +78,10 @@ def run(output_dir=None, epochs=12):
     """Runs the demo and prints what it does; returns an exit code.
 
     Args:
-        output_dir: where to keep the saved model (`demo_classifier.keras`).
-            Defaults to a temporary directory, removed at the end.
+        output_dir: where to keep the saved model (`demo_classifier.keras`)
+            and the picture (`demo_vectors.png`). Defaults to a temporary
+            directory for the model, removed at the end, and the current
+            directory for the picture.
         epochs: training epochs.
 
     Returns:
@@ -83,12 +90,14 @@ def run(output_dir=None, epochs=12):
     started = time.perf_counter()
     if output_dir is None:
         with tempfile.TemporaryDirectory(prefix="keras-embed-demo-") as tmp:
-            return _run(tmp, epochs, started, keep=False)
+            return _run(tmp, epochs, started, keep=False,
+                        picture=os.path.abspath(PICTURE))
     os.makedirs(output_dir, exist_ok=True)
-    return _run(output_dir, epochs, started, keep=True)
+    return _run(output_dir, epochs, started, keep=True,
+                picture=os.path.join(output_dir, PICTURE))
 
 
-def _run(directory, epochs, started, keep):
+def _run(directory, epochs, started, keep, picture):
     import keras
     import numpy as np
 
@@ -123,6 +132,8 @@ def _run(directory, epochs, started, keep):
     table = np.asarray(layer.embeddings)
     print(f"   Embedding(input_dim={len(vocabulary)}, output_dim={table_width}, "
           f"mask_zero=True): a table of shape {table.shape}")
+    print("   its rows are untrained: the initial values its initializer drew "
+          "(uniform in [-0.05, 0.05]); training (step 3) changes them")
     print(f"   output shape {vectors.shape} = (sentences, ids, output_dim)")
     for text, row, row_vectors, row_mask in zip(EXAMPLES, ids, vectors, mask):
         print(f"   {text!r}:")
@@ -158,6 +169,8 @@ def _run(directory, epochs, started, keep):
     _, accuracy = model.evaluate(test_ids, test_labels, verbose=0)
     print(f"   accuracy: {train_accuracy:.0%} on the training sentences, "
           f"{accuracy:.0%} on the {len(test_texts)} held-out sentences")
+    print("   two sentences new to the model (in neither the training nor the "
+          "held-out sentences), scored from 0 (negative) to 1 (positive):")
     scores = model.predict(np.asarray(vectorize(list(UNSEEN))), verbose=0)
     for text, score in zip(UNSEEN, scores[:, 0]):
         verdict = "positive" if score >= 0.5 else "negative"
@@ -173,8 +186,10 @@ def _run(directory, epochs, started, keep):
     reloaded_path = os.path.join(directory, "reloaded_predictions.npy")
     np.save(ids_path, test_ids)
     expected = model.predict(test_ids, verbose=0)
-    print("   python -c \"import keras, keras_embed; "
-          "keras.models.load_model(path)\"")
+    print("   as this command does (runnable as printed"
+          + (")" if keep else "; the file is removed at the end of the demo: "
+             "keep it with --output DIR)") + ":")
+    print(f"   {reload_command(path)}")
     result = subprocess.run(
         [sys.executable, "-c", RELOAD_SCRIPT, path, ids_path, reloaded_path],
         capture_output=True, text=True,
@@ -192,6 +207,9 @@ def _run(directory, epochs, started, keep):
           + ("identical, bit for bit" if identical else
              f"DIFFERENT (max difference {np.abs(reloaded - expected).max()})"))
 
+    _step(6, "The trained word vectors in 2-D")
+    drawn = _draw(model, vocabulary, picture)
+
     elapsed = time.perf_counter() - started
     print("\nSummary")
     print(f"   The classifier's Embedding maps each id to a row of a {len(vocabulary)} x {CLASSIFIER_WIDTH} "
@@ -201,5 +219,43 @@ def _run(directory, epochs, started, keep):
     saved = f"kept at {path}" if keep else "in a temporary directory, removed"
     print(f"   Saved .keras ({saved}); reloaded without custom_objects: "
           + ("identical predictions." if identical else "predictions differ."))
+    if drawn:
+        print(f"   Picture of the trained vectors: {picture}")
     print(f"   Done in {elapsed:.1f} s (after Python and TensorFlow started).")
     return 0 if identical else 1
+
+
+def reload_command(path):
+    """A shell command that loads the demo's model in a fresh Python, as
+    printed in step 5."""
+    code = ("import keras, keras_embed; "
+            f"model = keras.models.load_model({json.dumps(str(path))}); "
+            "print(type(model.layers[0]))")
+    return shlex.join([sys.executable, "-c", code])
+
+
+def _draw(model, vocabulary, picture):
+    """Step 6: the PNG of the classifier's table; whether it was written."""
+    import numpy as np
+
+    if importlib.util.find_spec("matplotlib") is None:
+        print("   skipped: the picture needs matplotlib: "
+              "pip install 'keras-embed[demo]'")
+        return False
+    from keras_embed.tools import demo_plot
+
+    table = np.asarray(model.layers[0].embeddings)
+    # Each word's score as a one-word sentence: the most positive and the
+    # most negative words are the ones the classifier leans on.
+    scores = model.predict(np.arange(len(vocabulary))[:, None], verbose=0)[:, 0]
+    demo_plot.plot_vectors(
+        table, vocabulary, scores, picture, first_word=2,
+        title=f"keras-embed demo: the classifier's {table.shape[0]} x "
+        f"{table.shape[1]} table after training, in 2-D (PCA)")
+    order = np.argsort(scores[2:]) + 2
+    print("   a projection of the table's rows on their two principal "
+          "components, words labelled")
+    print("   most positive words: " + ", ".join(vocabulary[i] for i in order[::-1][:5]))
+    print("   most negative words: " + ", ".join(vocabulary[i] for i in order[:5]))
+    print(f"   wrote {picture}")
+    return True

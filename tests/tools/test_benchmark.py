@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from keras_embed.tools import benchmark
+from keras_embed.tools.benchmark_report import format_floors
 from keras_embed.tools.benchmark_report import format_tables
 from keras_embed.tools.benchmark_report import plot
 
@@ -36,7 +37,6 @@ def tiny_results():
     results["lookup"][0]["share_of_copy_bandwidth"] = benchmark.share_of_copy_bandwidth(
         results["lookup"][0], results["bandwidth"]
     )
-    results["floors"] = benchmark.floors(results)
     return results
 
 
@@ -59,16 +59,19 @@ def test_share_of_copy_bandwidth():
     assert benchmark.share_of_copy_bandwidth(lookup, {"copy_gb_per_s": 16.0}) == 0.25
 
 
+RESULTS = {
+    "lookup": [{"rows": 100, "width": 64, "ours_vs_raw": 0.94, "ours_vs_stock": 1.2}],
+    "training": [
+        {"rows": 100_000, "median_s": {"ours + LazyAdam": 0.020}},
+        {"rows": 1_000_000, "lazy_speedup_vs_stock_adam": 5.5,
+         "median_s": {"ours + LazyAdam": 0.031},
+         "peak_bytes": {"stock + Adam": 100, "ours + LazyAdam": 101}},
+    ],
+}
+
+
 def test_floors_compare_against_the_issues_thresholds():
-    results = {
-        "lookup": [{"rows": 100, "width": 64, "ours_vs_raw": 0.94, "ours_vs_stock": 1.2}],
-        "training": [
-            {"rows": 100_000, "median_s": {"ours + LazyAdam": 0.020}},
-            {"rows": 1_000_000, "lazy_speedup_vs_stock_adam": 5.5,
-             "median_s": {"ours + LazyAdam": 0.031},
-             "peak_bytes": {"stock + Adam": 100, "ours + LazyAdam": 101}},
-        ],
-    }
+    results = RESULTS
     met = {check["floor"]: (check["met"], round(check["value"], 3))
            for check in benchmark.floors(results)}
     assert met == {
@@ -83,6 +86,7 @@ def test_floors_compare_against_the_issues_thresholds():
 def test_report_writes_tables_and_a_png(tiny_results, tmp_path):
     text = format_tables(tiny_results)
     assert "| 50 | 4 |" in text and "| 60 |" in text
+    assert "floor" not in text.lower()  # A user's results: not the project's floors.
     assert f"{tiny_results['machine']['cores']} cores" in text
     path = os.path.join(tmp_path, "plot.png")
     plot(tiny_results, path)
@@ -91,13 +95,51 @@ def test_report_writes_tables_and_a_png(tiny_results, tmp_path):
     json.dumps(tiny_results)  # JSON-ready as it is
 
 
+def test_share_above_copy_bandwidth_is_explained():
+    # A table held in the CPU's cache is read faster than the memory copy runs.
+    lookup = {"rows": 50, "width": 4, "ours_vs_raw": 1.0, "ours_vs_stock": 1.0,
+              "median_s": {"ours": 1e-4, "stock": 1e-4, "raw tf.gather": 1e-4},
+              "share_of_copy_bandwidth": 1.7}
+    results = {
+        "machine": {"cpu": "x", "cores": 2, "memory_gib": 4, "tensorflow": "t", "keras": "k"},
+        "settings": {"batch": 2, "length": 3, "train_width": 4},
+        "bandwidth": {"copy_gb_per_s": 10.0}, "lookup": [lookup], "training": [],
+    }
+    lines = format_tables(results).splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("| 50 | 4 |"))
+    assert lines[row].endswith("| 170% |")
+    assert lines[row + 2].startswith("A share above 100%: the lookup's table and output fit "
+                                     "in the CPU's cache")
+    lookup["share_of_copy_bandwidth"] = 0.5
+    assert "A share above 100%" not in format_tables(results)
+
+
 def test_main_parses_its_arguments(monkeypatch, capsys):
     seen = {}
-    monkeypatch.setattr(benchmark, "run", lambda **kwargs: seen.update(kwargs))
+
+    def fake_run(**kwargs):
+        seen.update(kwargs)
+        return RESULTS
+
+    monkeypatch.setattr(benchmark, "run", fake_run)
     assert benchmark.main(["--quick", "--output", "somewhere"]) == 0
     assert seen == {"quick": True, "output": "somewhere"}
     assert benchmark.main([]) == 0
     assert seen == {"quick": False, "output": os.path.join("benchmarks", "results")}
+    assert "Floors" not in capsys.readouterr().out
     with pytest.raises(SystemExit):
         benchmark.main(["--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_check_exits_non_zero_when_a_floor_is_missed(monkeypatch, capsys):
+    monkeypatch.setattr(benchmark, "run", lambda **kwargs: RESULTS)
+    assert benchmark.main(["--check"]) == 1
+    captured = capsys.readouterr()
+    assert "- NOT MET: lookup V=100 D=64: ours >= 0.95x raw tf.gather (measured 0.940)" in captured.out
+    assert "- met: lookup V=100 D=64: ours >= stock (1.00x) (measured 1.200)" in captured.out
+    assert captured.err == "3 of 5 floors missed\n"
+    met = {"lookup": [{**RESULTS["lookup"][0], "ours_vs_raw": 0.99}], "training": []}
+    monkeypatch.setattr(benchmark, "run", lambda **kwargs: met)
+    assert benchmark.main(["--check"]) == 0
+    assert format_floors(benchmark.floors(met)).splitlines()[2].startswith("- met: ")

@@ -1,11 +1,14 @@
 """The `keras-embed` command line, driven as a user drives it: commands run in
-a subprocess (exit codes, output, files written), and the many error paths
-through `keras_embed.tools.cli.main` in this process, which prints the same lines
+a subprocess through the console script's entry point, keras_embed_cli (exit
+codes, output, files written, and no TensorFlow start-up line on stderr),
+and the many error paths through `keras_embed.tools.cli.main` in this
+process, which prints the same lines
 without starting a Python process (and importing TensorFlow) for each."""
 
 import hashlib
 import os
 import re
+import shlex
 import subprocess
 import sys
 import warnings
@@ -22,22 +25,27 @@ from keras_embed.saving import load_errors, saved_models
 from conftest import FIXTURES
 
 IDS = np.array([[3, 9, 1, 0, 0, 0], [28, 2, 7, 5, 1, 4]], "int32")
-SCRIPT = os.path.join(os.path.dirname(sys.executable), "keras-embed")
-# TensorFlow's C++ start-up notices, which no setting silences.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# TensorFlow's C++ start-up notices, which TF_CPP_MIN_LOG_LEVEL does not
+# silence: `python -m keras_embed` imports the package, so TensorFlow, first.
 TENSORFLOW_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages|To enable the following)")
 
 
 def run(*args, module=False):
-    """Runs `keras-embed ARGS` (or `python -m keras_embed ARGS`)."""
-    command = [sys.executable, "-m", "keras_embed"] if module or not os.path.exists(SCRIPT) else [SCRIPT]
-    return subprocess.run(
-        command + list(args), capture_output=True, text=True, timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+    """Runs `keras-embed ARGS` as the console script does (its entry point,
+    `keras_embed_cli`), or `python -m keras_embed ARGS`. Without
+    TF_CPP_MIN_LOG_LEVEL: the console script must be quiet on its own."""
+    command = [sys.executable, "-m", "keras_embed" if module else "keras_embed_cli"]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    if module:
+        env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return subprocess.run(command + list(args), capture_output=True, text=True,
+                          timeout=300, env=env)
 
 
 def user_lines(stderr):
-    """stderr without TensorFlow's own start-up lines."""
+    """stderr without TensorFlow's own start-up lines (`python -m keras_embed`)."""
     return [line for line in stderr.splitlines() if line and not TENSORFLOW_LOG.match(line)]
 
 
@@ -147,7 +155,7 @@ def test_inspect_prints_a_table_of_the_embedding_layers(files):
         "big", "keras.layers.Embedding", "1000", "16", "False", "-", "16,000", "mixed_float16", "-", "0.06",
     ]
     assert lines[3] == "2 embedding layers, 16,120 params, 0.06 MB"
-    assert user_lines(result.stderr) == []
+    assert result.stderr == ""  # Not one line of TensorFlow's.
 
 
 def test_convert_to_keras_embed_writes_a_new_file_and_leaves_the_input(files, tmp_path):
@@ -193,14 +201,14 @@ def test_errors_are_one_line_on_stderr_without_a_traceback(files, tmp_path):
     result = run("inspect", missing)
     assert result.returncode == 1
     assert result.stdout == ""
-    assert user_lines(result.stderr) == [f"keras-embed inspect: error: {missing}: no such file"]
+    assert result.stderr == f"keras-embed inspect: error: {missing}: no such file\n"
 
     out = str(tmp_path / "taken.keras")
     with open(out, "w") as file:
         file.write("mine")
     result = run("convert", files["stock.keras"], out)
     assert result.returncode == 1
-    assert user_lines(result.stderr) == [
+    assert result.stderr.splitlines() == [
         f"keras-embed convert: error: {out} exists; use --force to overwrite it"
     ]
     assert open(out).read() == "mine"
@@ -228,7 +236,9 @@ def test_demo_runs_end_to_end(tmp_path):
         "output shape (2, 5, 8) = (sentences, ids, output_dim)",
         "     [[ True  True  True  True False]",
         "      [ True  True  True  True  True]]",
+        "its rows are untrained: the initial values its initializer drew",
         "Epoch 3/3",
+        "two sentences new to the model (in neither the training nor the held-out sentences)",
         "5. Reloading in a fresh Python process, without custom_objects",
         "loaded layer class: keras_embed.layers.embedding.Embedding",
         "predictions on the 60 held-out sentences: identical, bit for bit",
@@ -244,7 +254,21 @@ def test_demo_runs_end_to_end(tmp_path):
     model = keras.models.load_model(str(tmp_path / "demo_classifier.keras"))
     assert type(model.layers[0]) is keras_embed.Embedding
     assert model.layers[0].mask_zero is True
-    assert user_lines(result.stderr) == []
+    assert result.stderr == ""
+    # The picture: a PNG of the size drawn (9 x 7 inches at 80 dpi).
+    picture = tmp_path / "demo_vectors.png"
+    assert f"wrote {picture}" in out and f"Picture of the trained vectors: {picture}" in out
+    data = picture.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (720, 560)
+    assert len(data) > 20_000  # Points and labels, not a blank canvas.
+    # The reload command, run as printed.
+    lines = out.splitlines()
+    command = lines[lines.index("   as this command does (runnable as printed):") + 1].strip()
+    reloaded = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert reloaded.stdout.strip() == "<class 'keras_embed.layers.embedding.Embedding'>"
 
 
 # In this process: the same command line, every error path.

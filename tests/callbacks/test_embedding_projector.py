@@ -1,0 +1,175 @@
+"""EmbeddingProjector and write_projector, read back by a real TensorBoard
+(its projector plugin, over HTTP on 127.0.0.1) and by TensorFlow."""
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_embed
+from keras_embed.callbacks import EmbeddingProjector, write_projector
+
+VOCABULARY = ["", "[UNK]", "good", "bad", "film", "tab\there"]
+
+
+def _model():
+    vectorize = keras.layers.TextVectorization(vocabulary=VOCABULARY[2:5])
+    model = keras.Sequential([
+        keras.Input((3,), dtype="int32"),
+        keras_embed.Embedding(5, 4, name="words"),
+        keras.layers.Dense(2, name="mix"),
+    ])
+    inputs = keras.Input((3,), dtype="int32")
+    tags = keras.layers.Embedding(6, 3, name="tags")(inputs)
+    flat = keras.layers.Flatten()(tags)
+    outer = keras.Model(inputs, [model(inputs), flat])
+    return vectorize, model, outer
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(port, route, **query):
+    url = (f"http://127.0.0.1:{port}/data/plugin/projector/{route}?"
+           + urllib.parse.urlencode(query))
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read()
+
+
+@contextlib.contextmanager
+def tensorboard(log_dir, wait_s=90):
+    """A TensorBoard serving `log_dir` on 127.0.0.1; yields its port."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(log_dir),
+         "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            if process.poll() is not None:
+                pytest.fail("tensorboard exited: " + process.stderr.read().decode()[-2000:])
+            try:
+                _get(port, "runs")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"tensorboard did not answer within {wait_s} s")
+                time.sleep(0.25)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+
+
+def test_tensorboard_projector_serves_the_tables(tmp_path):
+    pytest.importorskip("tensorboard", reason="pip install 'keras-embed[projector]'")
+    vectorize, inner, outer = _model()
+    words = inner.get_layer("words")
+    tags = outer.get_layer("tags")
+    rng = np.random.default_rng(0)
+    words.embeddings.assign(rng.normal(size=(5, 4)).astype("float32"))
+    tags.embeddings.assign(rng.normal(size=(6, 3)).astype("float32"))
+    names = write_projector(tmp_path, outer, vocabulary={
+        "words": vectorize, "tags": VOCABULARY}, step=3)
+    assert names == ["tags", "words"]
+    with tensorboard(tmp_path) as port:
+        assert json.loads(_get(port, "runs")) == ["."]
+        info = json.loads(_get(port, "info", run="."))
+        assert [e["tensorName"] for e in info["embeddings"]] == ["tags", "words"]
+        for layer in (words, tags):
+            data = _get(port, "tensor", run=".", name=layer.name)
+            served = np.frombuffer(data, "float32").reshape(layer.embeddings.shape)
+            np.testing.assert_array_equal(served, layer.embeddings.numpy())
+        labels = _get(port, "metadata", run=".", name="words").decode().splitlines()
+        assert labels == ["(empty)", "[UNK]", "good", "bad", "film"]
+        labels = _get(port, "metadata", run=".", name="tags").decode().splitlines()
+        assert labels == ["(empty)", "[UNK]", "good", "bad", "film", "tab here"]
+
+
+def test_callback_every_n_epochs_keeps_the_latest(tmp_path):
+    model = keras.Sequential([keras.Input((2,), dtype="int32"),
+                              keras_embed.Embedding(7, 3, name="emb"),
+                              keras.layers.GlobalAveragePooling1D(),
+                              keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(self.model.get_layer("emb").embeddings.numpy().copy())
+
+    projector = EmbeddingProjector(tmp_path, every_n_epochs=2)
+    model.fit(np.array([[1, 2], [3, 4]]), np.array([[1.0], [-1.0]]), epochs=5,
+              verbose=0, callbacks=[projector, Record()])
+    assert projector.written == 4
+    checkpoint = tf.train.latest_checkpoint(str(tmp_path))
+    assert os.path.basename(checkpoint) == "embeddings.ckpt-4"
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("embeddings.ckpt-2")]
+    table = tf.train.load_checkpoint(checkpoint).get_tensor("emb")
+    np.testing.assert_array_equal(table, seen[3])  # After the 4th epoch,
+    assert not np.array_equal(table, seen[4])      # not the 5th.
+
+
+def test_vocabulary_for_every_table_of_its_size(tmp_path):
+    a = keras.layers.Embedding(3, 2, name="a")
+    b = keras_embed.Embedding(3, 2, name="b")
+    c = keras_embed.Embedding(4, 2, name="c")
+    for layer in (a, b, c):
+        layer.build()
+    write_projector(tmp_path, [a, b, c], vocabulary=["x", "y", "z"])
+    config = (tmp_path / "projector_config.pbtxt").read_text()
+    assert config.count("metadata_path") == 2 and "metadata-c.tsv" not in config
+    assert (tmp_path / "metadata-b.tsv").read_text() == "x\ny\nz\n"
+
+
+def test_errors_name_the_layer(tmp_path):
+    layer = keras_embed.Embedding(3, 2, name="e")
+    with pytest.raises(ValueError, match=r"Embedding layer 'e' is not built yet"):
+        write_projector(tmp_path, [layer])
+    layer.build()
+    with pytest.raises(ValueError, match=r"no embedding layer named 'f'\. "
+                       r"Embedding layers: \['e'\]"):
+        write_projector(tmp_path, [layer], layers=["f"])
+    with pytest.raises(ValueError, match=r"the vocabulary has 2 tokens, but no "
+                       r"table has as many rows \(\{'e': 3\}\)"):
+        write_projector(tmp_path, [layer], vocabulary=["a", "b"])
+    with pytest.raises(ValueError, match=r"the vocabulary for 'e' has 2 tokens, "
+                       r"but the layer's table has 3 rows"):
+        write_projector(tmp_path, [layer], vocabulary={"e": ["a", "b"]})
+    with pytest.raises(ValueError, match=r"found no embedding layer"):
+        write_projector(tmp_path, keras.Sequential([keras.layers.Dense(1)]))
+    twin = keras.layers.Embedding(3, 2, name="e")
+    twin.build()
+    with pytest.raises(ValueError, match=r"two embedding layers are named 'e'"):
+        write_projector(tmp_path, [layer, twin])
+    quantized = keras_embed.Embedding(3, 2, name="q")
+    quantized.build()
+    quantized.quantize("int8")
+    with pytest.raises(ValueError, match=r"'q' is quantized \(int8\): its table "
+                       r"holds integer codes"):
+        write_projector(tmp_path, [quantized])
+    with pytest.raises(ValueError, match=r"`every_n_epochs` must be a positive "
+                       r"integer\. Received: 0"):
+        EmbeddingProjector(tmp_path, every_n_epochs=0)
