@@ -67,23 +67,33 @@ def parser():
 
     inspect = commands.add_parser(
         "inspect",
-        help="a table of the embedding layers in a .keras or .h5 file",
+        help="a table of the embedding layers in a .keras or .h5 file or a "
+        "Keras 2 SavedModel directory",
         description="Prints a table of the embedding layers in a saved model "
         "(.keras or .h5): name, class, input_dim, output_dim, mask_zero, "
         "input_length, params, dtype, quantization, size in MB.",
     )
-    inspect.add_argument("file", metavar="FILE", help="a .keras or .h5 file")
+    inspect.add_argument(
+        "file", metavar="FILE",
+        help="a .keras or .h5 file, or a Keras 2 SavedModel directory",
+    )
 
     convert = commands.add_parser(
         "convert",
         help="rewrite a saved model with its embedding layers swapped",
-        description="Loads IN, replaces its keras.layers.Embedding layers by "
+        description="Loads IN (a .keras or .h5 file, or a Keras 2 SavedModel "
+        "directory, rebuilt from its keras_metadata.pb and variables/ "
+        "without running its code), replaces its keras.layers.Embedding "
+        "layers by "
         "keras_embed.Embedding (--to keras_embed, the default) or the "
         "reverse (--to stock), and saves the result as OUT (.keras or .h5, "
         "by its extension). Writes a temporary file next to OUT and renames "
         "it; never modifies IN.",
     )
-    convert.add_argument("input", metavar="IN", help="a .keras or .h5 file")
+    convert.add_argument(
+        "input", metavar="IN",
+        help="a .keras or .h5 file, or a Keras 2 SavedModel directory",
+    )
     convert.add_argument("output", metavar="OUT", help="a .keras or .h5 path")
     convert.add_argument(
         "--to", choices=("keras_embed", "stock"), default="keras_embed",

@@ -9,6 +9,7 @@ from keras_embed.layers.embedding import Embedding
 from keras_embed.layers.embedding_bag import EmbeddingBag
 from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer
 from keras_embed.saving import load_errors
+from keras_embed.saving.keras2_saved_model import load_keras2_model
 from keras_embed.saving.migration import swap, unswap
 
 # What importing keras_embed changes outside the layer, all of it here (see
@@ -20,6 +21,7 @@ input_length.install_sequential_input(Embedding)  # keras.Sequential.add / build
 load_errors.install()  # keras.models.load_model, keras.saving.load_model.
 
 __all__ = [
-    "Embedding", "EmbeddingBag", "LookedUpRowsRegularizer", "callbacks", "optimizers", "pretrained",
+    "Embedding", "EmbeddingBag", "LookedUpRowsRegularizer", "callbacks", "load_keras2_model", "optimizers",
+    "pretrained",
     "swap", "unswap",
 ]

@@ -18,15 +18,17 @@ def test_top_level_names():
     assert Embedding is Defined and issubclass(Embedding, keras.layers.Layer)
     assert (swap, unswap) == (defined_swap, defined_unswap)
     assert sorted(keras_embed.__all__) == [
-        "Embedding", "EmbeddingBag", "LookedUpRowsRegularizer", "callbacks", "optimizers", "pretrained",
-        "swap", "unswap"]
+        "Embedding", "EmbeddingBag", "LookedUpRowsRegularizer", "callbacks", "load_keras2_model", "optimizers",
+        "pretrained", "swap", "unswap"]
     from keras_embed import EmbeddingBag
     from keras_embed.layers.embedding_bag import EmbeddingBag as DefinedBag
     from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer
+    from keras_embed.saving.keras2_saved_model import load_keras2_model
 
     assert EmbeddingBag is DefinedBag and keras_embed.layers.EmbeddingBag is DefinedBag
     assert keras_embed.LookedUpRowsRegularizer is LookedUpRowsRegularizer
     assert keras_embed.layers.LookedUpRowsRegularizer is LookedUpRowsRegularizer
+    assert keras_embed.load_keras2_model is load_keras2_model
 
 
 def test_vectors_in_and_out_paths():

@@ -14,6 +14,10 @@ same function). When loading fails:
       no zip directory at its end. Was it truncated (an interrupted copy or
       download)?
 
+- if it is a Keras 2 SavedModel directory, Keras's refusal ends with a
+  sentence naming `keras_embed.load_keras2_model` and `keras-embed
+  convert`, which read it;
+
 - if an `Embedding` config in it has a bad field, our error naming the
   layer and the field is raised as it is, not under Keras's
   "... could not be deserialized properly" and the whole config.
@@ -179,6 +183,9 @@ def _explained(load_model):
             if config_error is not None:
                 # Keras's wrappers add only the config, already in ours.
                 raise config_error from None
+            hint = _keras2_saved_model_hint(filepath, error)
+            if hint is not None:
+                raise ValueError(f"{error} {hint}") from error
             try:
                 damage = diagnose(filepath)
             except Exception:  # Examining must never hide Keras's error.
@@ -192,6 +199,19 @@ def _explained(load_model):
 
     explained_load_model._keras_embed_explained = True
     return explained_load_model
+
+
+def _keras2_saved_model_hint(filepath, error):
+    """For Keras's refusal of a Keras 2 SavedModel directory: the sentence
+    naming keras_embed.load_keras2_model and `keras-embed convert`."""
+    if not isinstance(error, ValueError):
+        return None
+    try:
+        from keras_embed.saving import keras2_saved_model
+
+        return keras2_saved_model.load_model_hint(filepath)
+    except Exception:  # Examining must never hide Keras's error.
+        return None
 
 
 def _config_error_in(error):

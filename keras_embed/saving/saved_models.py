@@ -2,9 +2,10 @@
 
 The work behind `keras-embed inspect` and `keras-embed convert`. Files are
 `.keras` archives or legacy `.h5` files, written by Keras 3 or by Keras 2
-(tf-keras). A Keras 2 `.h5` file's `Embedding` layers are read as
-`keras_embed.Embedding`, which keeps their `input_length` (stock Keras 3
-drops it).
+(tf-keras), and Keras 2 SavedModel directories (read by
+`keras_embed.saving.keras2_saved_model`). A Keras 2 model's `Embedding`
+layers are read as `keras_embed.Embedding`, which keeps their
+`input_length` (stock Keras 3 drops it).
 
 Example:
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from keras_embed.saving import load_errors, migration
 from keras_embed.layers.embedding import Embedding
+from keras_embed.saving import keras2_configs, keras2_directory
 
 FORMATS = (".keras", ".h5")
 COLUMNS = (
@@ -39,37 +41,55 @@ class SavedModelError(Exception):
 
 
 def load(path, compile=False):
-    """Loads the model in a `.keras` or `.h5` file.
+    """Loads the model in a `.keras` or `.h5` file or a Keras 2 SavedModel
+    directory.
 
     Args:
-        path: the file.
+        path: the file or directory.
         compile: whether to compile the model with its saved training
             configuration.
 
     Returns:
         `(model, written_by)`: `written_by` is `"Keras 2"` for a `.h5` file
-        written by Keras 2 (tf-keras), else `"Keras 3"`.
+        written by Keras 2 (tf-keras), `"Keras 2 SavedModel"` for a
+        directory, else `"Keras 3"`.
 
     Raises:
         SavedModelError: if the file is missing, damaged, is not a Keras
             model, or is in another format.
     """
     written_by = _written_by(path)
+    if written_by == SAVED_MODEL:
+        return _read_directory(path, compile)[0], written_by
     return _load_model(path, written_by, compile), written_by
 
 
+SAVED_MODEL = "Keras 2 SavedModel"
+
+
+def _read_directory(path, compile):
+    """A Keras 2 SavedModel directory's model and notes, as `read_model`."""
+    from keras_embed.saving import keras2_saved_model
+
+    with _quiet():
+        try:
+            return keras2_saved_model.read_model(path, compile=compile)
+        except keras2_directory.Keras2SavedModelError as error:
+            raise SavedModelError(str(error)) from error
+
+
 def _written_by(path):
-    """Checks `path` names an intact `.keras` or `.h5` model; returns
-    `"Keras 2"` or `"Keras 3"`, as `load`."""
+    """Checks `path` names an intact `.keras` or `.h5` model or a Keras 2
+    SavedModel directory; returns `"Keras 2"`, `"Keras 3"` or
+    `"Keras 2 SavedModel"`, as `load`."""
     if not os.path.exists(path):
         raise SavedModelError(f"{path}: no such file")
     if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, "saved_model.pb")):
-            raise SavedModelError(
-                f"{path}: a TensorFlow SavedModel directory, an unsupported "
-                "format; keras-embed reads .keras and .h5 files"
-            )
-        raise SavedModelError(f"{path}: a directory, not a .keras or .h5 file")
+        try:
+            keras2_directory.read(path)
+        except keras2_directory.Keras2SavedModelError as error:
+            raise SavedModelError(str(error)) from error
+        return SAVED_MODEL
     extension = _extension(path)
     if extension == ".weights.h5":
         raise SavedModelError(
@@ -104,11 +124,8 @@ def _load_model(path, written_by, compile):
     """`keras.models.load_model` for a file `_written_by` has checked."""
     custom_objects = None
     if written_by == "Keras 2":
-        custom_objects = {
-            "Embedding": Embedding,
-            "LSTM": _without_time_major(keras.layers.LSTM),
-            "GRU": _without_time_major(keras.layers.GRU),
-        }
+        # The same adaptations as for a Keras 2 SavedModel directory.
+        custom_objects = keras2_configs.custom_objects()
     with _quiet():
         try:
             return keras.models.load_model(
@@ -121,21 +138,6 @@ def _load_model(path, written_by, compile):
             raise SavedModelError(
                 f"{path}: could not load the model: {_first_line(error)}"
             ) from error
-
-
-def _without_time_major(layer_class):
-    """Makes `layer_class` from a Keras 2 config, less its `time_major` key.
-
-    Keras 2 wrote `time_major` in every LSTM and GRU config; Keras 3 rejects
-    it. The legacy loader calls a custom object without `from_config` with
-    the config as keyword arguments.
-    """
-
-    def from_keras2_config(**config):
-        config.pop("time_major", None)
-        return layer_class.from_config(config)
-
-    return from_keras2_config
 
 
 def embedding_rows(path):
@@ -182,7 +184,8 @@ def convert(source, destination, to="keras_embed", force=False):
     `destination` is never half written. `source` is only read.
 
     Args:
-        source: a `.keras` or `.h5` file.
+        source: a `.keras` or `.h5` file, or a Keras 2 SavedModel
+            directory.
         destination: a `.keras` or `.h5` path; the format follows the
             extension.
         to: `"keras_embed"` (`keras_embed.swap`) or `"stock"`
@@ -226,8 +229,13 @@ def convert(source, destination, to="keras_embed", force=False):
     written_by = _written_by(source)
     try:
         # Compiled as saved, with the optimizer's state, which swap copies.
-        model = _load_model(source, written_by, compile=True)
+        if written_by == SAVED_MODEL:
+            model, notes = _read_directory(source, compile=True)
+        else:
+            model = _load_model(source, written_by, compile=True)
     except SavedModelError as error:
+        if written_by == SAVED_MODEL:
+            raise
         # Some saved training configurations do not load in Keras 3 (such
         # as a legacy .h5 file's metrics). The model may load without it;
         # if it does not either, that is the error raised.
@@ -247,7 +255,9 @@ def convert(source, destination, to="keras_embed", force=False):
     ] + notes
     after = migration.embedding_layers(new_model)
 
-    lines = [f"Read {source} (a {written_by} model, "
+    kind = ("a Keras 2 SavedModel directory" if written_by == SAVED_MODEL
+            else f"a {written_by} model")
+    lines = [f"Read {source} ({kind}, "
              f"{len(before)} embedding layer{'s' * (len(before) != 1)})"]
     width = max(len(name) for name, _ in before)
     for (name, old), (_, new) in zip(before, after):
@@ -256,6 +266,8 @@ def convert(source, destination, to="keras_embed", force=False):
         change = (f"{old_name} -> {new_name}" if old_name != new_name
                   else f"{new_name} (unchanged)")
         lines.append(f"  {name:<{width}}  {change}")
+    if written_by == SAVED_MODEL:
+        lines.append(f"  {_training_summary(new_model)}")
     notes += _save_atomically(new_model, destination, extension)
     lines += [f"  note: {note}" for note in notes]
     size = os.path.getsize(destination) / 1e6
@@ -323,10 +335,21 @@ def _extension(path):
     return os.path.splitext(lower)[1]
 
 
+def _training_summary(model):
+    """What came along of a model's training configuration, in a line."""
+    if not model.compiled:
+        return "not compiled (no training configuration)"
+    optimizer = model.optimizer
+    rate = optimizer.get_config().get("learning_rate")
+    rate = f"learning_rate={rate:.6g}, " if isinstance(rate, float) else ""
+    return (f"compiled: optimizer {type(optimizer).__name__} ({rate}step "
+            f"{int(optimizer.iterations.numpy())}), loss {model.loss!r}")
+
+
 def _file_class_name(layer, written_by):
     """The layer's class as the file names it: a Keras 2 file's Embedding,
     read as ours, is shown as what it was."""
-    if written_by == "Keras 2" and type(layer) is Embedding:
+    if written_by.startswith("Keras 2") and type(layer) is Embedding:
         return "Embedding (Keras 2)"
     return migration.class_name(layer)
 

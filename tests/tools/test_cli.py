@@ -288,8 +288,8 @@ def main(capsys, *argv):
     "name, message",
     [
         ("missing.keras", "{path}: no such file"),
-        ("exported", "{path}: a TensorFlow SavedModel directory, an unsupported format; "
-         "keras-embed reads .keras and .h5 files"),
+        ("exported", "{path}: saved_model.pb is empty (0 bytes): a damaged or incomplete copy "
+         "of a SavedModel directory"),
         ("notes.txt", "{path}: unsupported format .txt; keras-embed reads .keras and .h5 files"),
         ("dense.weights.h5", "{path}: a weights-only file, with no model in it; load it with "
          "model.load_weights() into the model it came from"),

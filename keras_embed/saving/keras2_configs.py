@@ -1,0 +1,288 @@
+"""Keras 2 model configs, made into Keras 3 models: the adaptations that the
+`.h5` path (`saved_models`) and the SavedModel path (`keras2_saved_model`)
+share.
+
+Keras 3's legacy loader already turns `batch_input_shape`, Keras 2's
+`axis` lists and initializer names into their Keras 3 forms. On top of it:
+
+- `Embedding` configs are read as `keras_embed.Embedding`, which keeps
+  `input_length` (stock Keras 3 drops it);
+- `LSTM` and `GRU` configs lose `time_major`, which Keras 2 wrote in every
+  one and Keras 3 rejects;
+- a `Lambda` layer's saved lambda is read in Keras 3's form, so that
+  Keras's safe mode decides whether its bytecode is loaded;
+- a nested Sequential model's calls are numbered as Keras 3 numbers them.
+
+Example:
+
+>>> from keras_embed.saving import keras2_configs
+>>> sorted(keras2_configs.custom_objects())
+['Embedding', 'GRU', 'LSTM', 'Lambda']
+"""
+
+import inspect
+import json
+import re
+
+import keras
+
+from keras_embed.layers.embedding import Embedding
+
+
+def custom_objects(user_objects=None):
+    """The custom objects a Keras 2 config is loaded with: ours, then
+    `user_objects` (which win)."""
+    objects = {
+        "Embedding": Embedding,
+        "LSTM": _without_time_major(keras.layers.LSTM),
+        "GRU": _without_time_major(keras.layers.GRU),
+        "Lambda": _Keras2Lambda,
+    }
+    objects.update(user_objects or {})
+    return objects
+
+
+def _without_time_major(layer_class):
+    """A stand-in for `layer_class` whose `from_config` drops the
+    `time_major` key and makes a `layer_class` layer (not a subclass, so the
+    model saves as stock Keras). A class, not a function, so that wrappers
+    such as `Bidirectional`, which deserialize their layer themselves, get
+    a layer too."""
+
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config.pop("time_major", None)
+        return layer_class.from_config(config)
+
+    return type(f"Keras2{layer_class.__name__}", (),
+                {"from_config": classmethod(from_config)})
+
+
+class _Keras2Lambda:
+    """A stand-in for `keras.layers.Lambda` whose `from_config` reads Keras
+    2's record of a lambda (`[base64 bytecode, defaults, closure]`) as
+    Keras 3's (`{"class_name": "__lambda__", ...}`), so that Keras 3's
+    safe mode refuses it with its own message, and `safe_mode=False` loads
+    it (Keras 3 reads the same bytecode format). Keras 3's legacy reader
+    fails on the Keras 2 record ("unsupported callable") in both modes."""
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        for key in ("function", "output_shape"):
+            value = config.get(key)
+            if (isinstance(value, (list, tuple)) and len(value) == 3
+                    and isinstance(value[0], str)):
+                code, defaults, closure = value
+                config[key] = {"class_name": "__lambda__", "config": {
+                    "code": code, "defaults": defaults, "closure": closure}}
+        return keras.layers.Lambda.from_config(
+            config, custom_objects=custom_objects)
+
+
+def model_from_config(model_config, user_objects=None, safe_mode=True):
+    """A Keras 3 model from a Keras 2 model config, as Keras 3 loads a Keras
+    2 `.h5` file's config (its legacy config scope and safe mode), with
+    `custom_objects(user_objects)`.
+
+    Args:
+        model_config: the config, `{"class_name": ..., "config": ...}`, as
+            Keras 2 wrote it (JSON-decoded, with its `__tuple__` records).
+        user_objects: the user's custom classes and functions, by name.
+        safe_mode: as in `keras.models.load_model`: `False` lets a `Lambda`
+            layer's saved bytecode run.
+
+    Raises:
+        UnknownClassError: if the config names a class that neither Keras
+            nor `user_objects` has.
+    """
+    # No public Keras API reads a Keras 2 config the way load_model reads a
+    # Keras 2 .h5 file: these are the calls it makes.
+    from keras.src.legacy.saving import json_utils, saving_options
+    from keras.src.legacy.saving import saving_utils
+    from keras.src.saving import serialization_lib
+
+    config = json_utils.decode(json.dumps(model_config))
+    _renumber_nested_sequentials(config)
+    objects = {**custom_objects(user_objects),
+               **keras.saving.get_custom_objects()}
+    with saving_options.keras_option_scope(use_legacy_config=True), (
+            serialization_lib.SafeModeScope(safe_mode)):
+        try:
+            return saving_utils.model_from_config(
+                config, custom_objects=objects)
+        except (ValueError, TypeError) as error:
+            missing = unknown_class(error)
+            if missing is not None:
+                raise UnknownClassError(missing) from error
+            raise
+
+
+def _renumber_nested_sequentials(config):
+    """Renumbers the calls of nested Sequential models in a Keras 2
+    functional config, in place, as Keras 3 counts them.
+
+    Keras 2 gave a Sequential with an input shape a node of its own, the
+    first (as Keras 2 and 3 do for a functional model), so a functional
+    model's config refers to its first call as node 1; Keras 3 numbers a
+    Sequential's calls from 0 (and fails on "list index out of range").
+    """
+    inner = config.get("config") if isinstance(config, dict) else None
+    layers = inner.get("layers") if isinstance(inner, dict) else None
+    if not isinstance(layers, list):
+        return
+    for layer in layers:
+        _renumber_nested_sequentials(layer)
+    if config.get("class_name") == "Sequential":
+        return
+    shifted = {
+        layer.get("name") for layer in layers
+        if layer.get("class_name") == "Sequential"
+        and (layer.get("config", {}).get("layers") or [{}])[0].get(
+            "class_name") == "InputLayer"
+    }
+
+    def shift(reference):
+        if (isinstance(reference, list) and len(reference) >= 3
+                and reference[0] in shifted and isinstance(reference[1], int)
+                and reference[1] > 0):
+            reference[1] -= 1
+
+    for layer in layers:
+        for node in layer.get("inbound_nodes") or []:
+            for reference in node if isinstance(node, list) else []:
+                shift(reference)
+    for key in ("input_layers", "output_layers"):
+        references = inner.get(key)
+        if references and isinstance(references[0], str):
+            references = [references]
+        for reference in references or []:
+            shift(reference)
+
+
+def compile_arguments(training_config, user_objects=None):
+    """`model.compile` arguments from a Keras 2 training config; and notes
+    on the settings dropped.
+
+    Read with Keras's public deserializers, adapted where Keras 3's legacy
+    `.h5` reader goes wrong on Keras 2's records: a loss or metric given by
+    name ("mse") is passed to `compile` as the name (the reader fails on
+    it), a `MeanMetricWrapper` gets its function (the reader leaves the
+    function's name, which fails at the first training step), and
+    Keras's optimizers keep their settings (see `optimizer_from_config`).
+    """
+    from keras.src.legacy.saving import json_utils
+
+    config = json_utils.decode(json.dumps(training_config))
+    with keras.saving.custom_object_scope(custom_objects(user_objects)):
+        optimizer, notes = optimizer_from_config(config["optimizer_config"])
+        if optimizer is None:  # A custom optimizer.
+            optimizer = keras.optimizers.deserialize(config["optimizer_config"])
+        return dict(
+            optimizer=optimizer,
+            loss=_nested(config.get("loss"), keras.losses.deserialize),
+            metrics=_nested(config.get("metrics"), _metric),
+            weighted_metrics=_nested(config.get("weighted_metrics"), _metric),
+            loss_weights=config.get("loss_weights"),
+        ), notes
+
+
+def _nested(value, deserialize):
+    """`value` (a name, a serialized object, or lists and dicts of them)
+    with its serialized objects deserialized and its names left."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if "class_name" in value:
+            return deserialize(value)
+        return {k: _nested(v, deserialize) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nested(v, deserialize) for v in value]
+    raise ValueError(f"a training config entry Keras 2 does not write: {value!r}")
+
+
+def _metric(config):
+    inner = config.get("config", {})
+    if config.get("class_name") == "MeanMetricWrapper" and isinstance(
+            inner.get("fn"), str):
+        fn = keras.metrics.get(inner["fn"])
+        return keras.metrics.MeanMetricWrapper(
+            fn, name=inner.get("name"), dtype=inner.get("dtype"))
+    return keras.metrics.deserialize(config)
+
+
+# Keras 2 optimizer settings that change nothing in Keras 3.
+_NO_EFFECT = {"jit_compile", "is_legacy_optimizer"}
+
+
+def optimizer_from_config(optimizer_config):
+    """A Keras 3 optimizer from a Keras 2 optimizer config, if it names one
+    of Keras's optimizers (`"Adam"`, or `"Custom>Adam"` as tf-keras 2.11+
+    wrote it); and notes on the settings dropped.
+
+    Keras 3's legacy reader makes a default optimizer of `"Custom>Adam"`:
+    its learning rate and every other setting would be lost unnoticed.
+
+    Returns:
+        `(optimizer, notes)`; `(None, [])` for another optimizer (a custom
+        one), left to Keras's reader.
+    """
+    class_name = str(optimizer_config.get("class_name", ""))
+    name = class_name.split(">")[-1] if class_name.startswith("Custom>") else (
+        class_name)
+    cls = getattr(keras.optimizers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, keras.optimizers.Optimizer)):
+        return None, []
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    settings, notes = {}, []
+    for key, value in dict(optimizer_config.get("config", {})).items():
+        if key == "decay" and not value:
+            continue  # Keras 2's legacy optimizers' decay, unused.
+        if key in accepted:
+            settings[key] = value
+        elif key not in _NO_EFFECT:
+            notes.append(
+                f"the optimizer's setting {key}={value!r} was dropped: "
+                f"Keras 3's {name} has no such setting"
+                + (" (use a keras.optimizers.schedules.InverseTimeDecay "
+                   "learning rate)" if key == "decay" else "")
+            )
+    rate = settings.get("learning_rate")
+    if isinstance(rate, dict):
+        settings["learning_rate"] = keras.optimizers.schedules.deserialize(rate)
+    return cls(**settings), notes
+
+
+def _only_names(value):
+    if isinstance(value, str):
+        return True
+    if isinstance(value, dict):
+        return "class_name" not in value and all(
+            _only_names(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_only_names(v) for v in value)
+    return False
+
+
+def build_compiled(model):
+    """Builds a loaded model's compiled loss and metrics, as `load_model`
+    does (quietly leaving them for the first step where it cannot)."""
+    from keras.src.legacy.saving import saving_utils
+
+    saving_utils.try_build_compiled_arguments(model)
+
+
+class UnknownClassError(ValueError):
+    """A config names a class that is not part of Keras: a custom layer,
+    loss or metric to pass in `custom_objects`."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.name = name
+
+
+def unknown_class(error):
+    """The class name in Keras's "Unknown layer: 'Name'" errors, or None."""
+    match = re.search(r"Unknown [\w ]+?: '([^']+)'|Could not locate "
+                      r"(?:class|function) '([^']+)'", str(error))
+    return (match.group(1) or match.group(2)) if match else None
