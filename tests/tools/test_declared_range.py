@@ -2,6 +2,7 @@
 the suite was run on (benchmarks/version_matrix.py, its table in README.md)."""
 
 import importlib.metadata
+import importlib.util
 import os
 import re
 import tomllib
@@ -28,8 +29,24 @@ def test_requires_python_is_what_the_required_keras_installs_on():
     assert ours >= keras_needs
 
 
+def _matrix():
+    path = os.path.join(ROOT, "benchmarks", "version_matrix.py")
+    spec = importlib.util.spec_from_file_location("version_matrix", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_matrix_table_is_one_row_per_pair():
+    assert _matrix().table([("2.16.2", "python3.11", "passes", "3 passed in 1.0s")]) == (
+        "| TensorFlow | Python | Result | Last line |\n|---|---|---|---|\n"
+        "| TensorFlow 2.16.2 | python3.11 | passes | 3 passed in 1.0s |"
+    )
+
+
 def test_the_readme_table_covers_the_declared_range():
-    from benchmarks.version_matrix import DEFAULT_PYTHONS, DEFAULT_TENSORFLOWS
+    matrix = _matrix()
+    DEFAULT_PYTHONS, DEFAULT_TENSORFLOWS = matrix.DEFAULT_PYTHONS, matrix.DEFAULT_TENSORFLOWS
 
     tensorflow = [d for d in _project()["dependencies"] if d.startswith("tensorflow")][0]
     declared = SpecifierSet(tensorflow.removeprefix("tensorflow"))
