@@ -210,8 +210,7 @@ def main():
         return
     # Imported here: the child imports TensorFlow only once it has marked
     # itself for the OOM killer.
-    from keras_embed.benchmark import physical_memory_bytes
-    from keras_embed.config_checks import available_memory_bytes
+    from keras_embed.utils.memory import available_memory_bytes, physical_memory_bytes
 
     measured, skipped = [], []
     configurations = sorted(

@@ -2,6 +2,6 @@
 
 import sys
 
-from keras_embed.cli import main
+from keras_embed.tools.cli import main
 
 sys.exit(main())

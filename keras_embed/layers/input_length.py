@@ -11,13 +11,11 @@ this module restores each of them:
   at once, so `model.output_shape` and `model.summary()` work before `fit`.
 """
 
-import numbers
-
 import keras
 import tensorflow as tf
 
-from keras_embed.config_checks import InvalidConfigError
-from keras_embed.ids import complete_error
+from keras_embed.layers.config_checks import is_integer
+from keras_embed.layers.errors import InvalidConfigError, complete_error
 
 
 def standardize(input_length, layer_name):
@@ -50,11 +48,7 @@ def standardize(input_length, layer_name):
 
 
 def _is_length(value):
-    return (
-        isinstance(value, numbers.Integral)
-        and not isinstance(value, bool)
-        and 0 < value < 2**63
-    )
+    return is_integer(value, below=2**63)
 
 
 def lengths(input_length):

@@ -20,7 +20,7 @@ import tensorflow as tf
 from keras import initializers
 from keras import ops
 
-from keras_embed import config_checks
+from keras_embed.layers import config_checks
 
 
 class LoraMixin:
@@ -37,6 +37,7 @@ class LoraMixin:
     ):
         """Freezes the table and adds a trainable low-rank delta to it.
 
+        >>> from keras_embed import Embedding
         >>> layer = Embedding(10_000, 64)
         >>> layer.build()
         >>> layer.enable_lora(4)
@@ -78,7 +79,7 @@ class LoraMixin:
                 f"layer (Embedding layer '{self.name}' has "
                 f"lora_rank={self.lora_rank})."
             )
-        if not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0:
+        if not config_checks.is_integer(rank):
             raise ValueError(
                 "`rank` must be a positive integer. "
                 f"Received: rank={rank!r} (of type {type(rank).__name__})."
@@ -106,8 +107,8 @@ class LoraMixin:
         if was_locked:
             self._tracker.lock()
         self.lora_enabled = True
-        self.lora_rank = rank
-        self.lora_alpha = lora_alpha if lora_alpha is not None else rank
+        self.lora_rank = int(rank)
+        self.lora_alpha = lora_alpha if lora_alpha is not None else self.lora_rank
 
     @property
     def _lora_scale(self):

@@ -24,7 +24,7 @@ before `keras_embed` was imported keeps the stock function.
 
 Example:
 
->>> from keras_embed import load_errors
+>>> from keras_embed.saving import load_errors
 >>> load_errors.diagnose("model.keras") is None  # doctest: +SKIP
 True
 """
@@ -38,7 +38,7 @@ import zlib
 
 import keras
 
-from keras_embed.config_checks import InvalidConfigError
+from keras_embed.layers.errors import InvalidConfigError
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from keras_embed import benchmark
-from keras_embed.benchmark_report import format_tables
-from keras_embed.benchmark_report import plot
+from keras_embed.tools import benchmark
+from keras_embed.tools.benchmark_report import format_tables
+from keras_embed.tools.benchmark_report import plot
 
 
 def test_interleaved_rotates_the_order_and_takes_medians(monkeypatch):

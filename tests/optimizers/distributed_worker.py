@@ -6,9 +6,9 @@ runs happen here, in fresh processes, and write what they found to an `.npz`
 file. The test imports the same functions to make the single-device runs it
 compares them with.
 
-    python tests/distributed_worker.py mirrored OUT_DIR
-    TF_CONFIG='{...}' python tests/distributed_worker.py multi_worker OUT_FILE
-    python tests/distributed_worker.py parameter_server OUT_FILE
+    python tests/optimizers/distributed_worker.py mirrored OUT_DIR
+    TF_CONFIG='{...}' python tests/optimizers/distributed_worker.py multi_worker OUT_FILE
+    python tests/optimizers/distributed_worker.py parameter_server OUT_FILE
 """
 
 import json

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_embed
-from keras_embed.ids import checked
+from keras_embed.layers.ids import checked
 
 RANGE = r"\[0, input_dim\) = \[0, 10\)\."
 

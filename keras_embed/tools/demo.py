@@ -8,7 +8,7 @@ predictions are identical.
 
 Example:
 
->>> from keras_embed import demo
+>>> from keras_embed.tools import demo
 >>> demo.run()          # doctest: +SKIP
 0
 """
@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-DATA = os.path.join(os.path.dirname(__file__), "data", "sentences.csv")
+DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "sentences.csv")
 EXAMPLES = ("This is a text", "This is not a text")
 UNSEEN = ("The food was great and the staff were lovely",
           "The film was dull and far too long")

@@ -149,6 +149,7 @@ class QuantizationMixin:
         (`NotImplementedError`, as stock) unless `type_check=False`: their
         `call` may not be the lookup this method quantizes.
 
+        >>> from keras_embed import Embedding
         >>> layer = Embedding(1000, 64)
         >>> layer.build()
         >>> layer.quantize("int4")       # groups of 128 columns

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import keras_embed
-from keras_embed.migration import MigrationWarning, embedding_layers
+from keras_embed.saving.migration import MigrationWarning, embedding_layers
 
 IDS = np.array([[3, 9, 1, 0, 0, 0], [28, 2, 7, 5, 1, 4], [1, 1, 2, 3, 0, 0]], "int32")
 SLOTS = (np.arange(36).reshape(3, 2, 6) % 29).astype("int32")
@@ -264,7 +264,7 @@ def test_swap_carries_lora_and_quantized_tables():
 def test_a_table_that_does_not_fit_is_left_as_it_is(monkeypatch):
     # Stands in for a stock table layout (a future quantization mode, say)
     # that keras_embed.Embedding cannot hold.
-    from keras_embed import migration
+    from keras_embed.saving import migration
 
     monkeypatch.setattr(
         migration, "_to_ours",
@@ -302,7 +302,7 @@ def test_wrapped_layers_get_the_notes_of_unwrapped_ones():
 
 
 def test_a_wrapped_table_that_does_not_fit_is_left_as_it_is(monkeypatch):
-    from keras_embed import migration
+    from keras_embed.saving import migration
 
     monkeypatch.setattr(
         migration, "_to_ours",

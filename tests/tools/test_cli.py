@@ -1,6 +1,6 @@
 """The `keras-embed` command line, driven as a user drives it: commands run in
 a subprocess (exit codes, output, files written), and the many error paths
-through `keras_embed.cli.main` in this process, which prints the same lines
+through `keras_embed.tools.cli.main` in this process, which prints the same lines
 without starting a Python process (and importing TensorFlow) for each."""
 
 import hashlib
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import keras_embed
-from keras_embed import cli, load_errors, saved_models
+from keras_embed.tools import cli
+from keras_embed.saving import load_errors, saved_models
 from conftest import FIXTURES
 
 IDS = np.array([[3, 9, 1, 0, 0, 0], [28, 2, 7, 5, 1, 4]], "int32")
@@ -229,7 +230,7 @@ def test_demo_runs_end_to_end(tmp_path):
         "      [ True  True  True  True  True]]",
         "Epoch 3/3",
         "5. Reloading in a fresh Python process, without custom_objects",
-        "loaded layer class: keras_embed.embedding.Embedding",
+        "loaded layer class: keras_embed.layers.embedding.Embedding",
         "predictions on the 60 held-out sentences: identical, bit for bit",
         "Summary",
     ):

@@ -16,40 +16,45 @@ Embedding layer 'words': `input_dim` must be a positive integer. Received: input
 """
 
 import numbers
-import os
 
 import numpy as np
 
+from keras_embed.layers.errors import InvalidConfigError
+from keras_embed.utils.memory import available_memory_bytes
+
 # Tables smaller than this are not compared with the memory available.
 _SMALL_TABLE_BYTES = 2**30
-
-# Where memory is read: the machine's, then the cgroup's (a container's
-# limit): (folder, limit, usage, `memory.stat` field of droppable cache) for
-# cgroup v2, then v1.
-_MEMINFO = "/proc/meminfo"
-_CGROUP_FILES = (
-    ("/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),
-    ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
-     "total_inactive_file"),
-)
 
 # Bytes per value of a table stored quantized, by quantization mode.
 _QUANTIZED_BYTES = {"int8": 1.0, "float8": 1.0, "int4": 0.5}
 
 
-class InvalidConfigError(ValueError, TypeError):
-    """An argument or config field of the wrong kind or size; the message
-    names the layer and the field.
+def is_integer(value, minimum=1, below=None, numpy_integers=True):
+    """Whether `value` is an integer in `[minimum, below)`: by default, a
+    positive integer.
 
-    A `ValueError`, as stock's constructor raises, and a `TypeError`, as
-    stock's `from_config` raises for the same fields.
+    Booleans are not integers here. `numpy_integers=False` accepts Python
+    `int`s only, as stock Keras does for `input_dim` and `output_dim`.
+
+    >>> import numpy as np
+    >>> is_integer(np.int64(3)), is_integer(np.int64(3), numpy_integers=False)
+    (True, False)
+    >>> is_integer(True), is_integer(0), is_integer(0, minimum=0), is_integer(2**63, below=2**63)
+    (False, False, True, False)
     """
+    kind = numbers.Integral if numpy_integers else int
+    return (
+        isinstance(value, kind)
+        and not isinstance(value, (bool, np.bool_))
+        and value >= minimum
+        and (below is None or value < below)
+    )
 
 
 def check_size(layer_name, field, value):
     """Checks `input_dim` or `output_dim` as stock Keras does: a positive
     `int`, not a bool."""
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    if not is_integer(value, numpy_integers=False):
         raise InvalidConfigError(
             f"Embedding layer '{layer_name}': `{field}` must be a positive "
             f"integer. Received: {field}={value!r} (of type "
@@ -76,10 +81,7 @@ def check_batch_shape(layer_name, field, shape, with_batch):
     of positive integers and None."""
     entries = tuple(shape) if isinstance(shape, (list, tuple)) else None
     if entries and all(
-        entry is None
-        or (isinstance(entry, numbers.Integral) and not isinstance(entry, bool)
-            and entry > 0)
-        for entry in entries
+        entry is None or is_integer(entry) for entry in entries
     ):
         return tuple(None if entry is None else int(entry) for entry in entries)
     batch = "the batch dim, then " if with_batch else ""
@@ -123,12 +125,12 @@ def check_lora_rank(layer_name, value):
     """
     if value is None:
         return None
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+    if is_integer(value, minimum=0):
         return int(value)
     raise InvalidConfigError(
         f"Embedding layer '{layer_name}': `lora_rank` must be a positive "
-        f"integer or None. Received: lora_rank={value!r} (of type "
-        f"{type(value).__name__})."
+        f"integer, or 0 or None for no LoRA. Received: lora_rank={value!r} "
+        f"(of type {type(value).__name__})."
     )
 
 
@@ -167,72 +169,6 @@ def table_bytes(input_dim, output_dim, dtype_policy, lora_rank=None):
     if lora_rank:
         size += (input_dim + output_dim) * lora_rank * 4
     return size
-
-
-def available_memory_bytes():
-    """Memory this process can still get, in bytes, or None if unknown.
-
-    The less of what the machine can still give (Linux's `MemAvailable`:
-    free memory plus caches it can drop; else the free physical pages) and
-    what the process's cgroup still allows (a container's memory limit).
-    """
-    known = [
-        left for left in (_machine_memory_left(), _cgroup_memory_left())
-        if left is not None
-    ]
-    return min(known) if known else None
-
-
-def _machine_memory_left():
-    try:
-        with open(_MEMINFO) as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _cgroup_memory_left():
-    """The cgroup's memory limit less its usage, or None (no limit, or no
-    cgroup files to read).
-
-    cgroup v2 (`memory.max`, "max" for no limit, less `memory.current`),
-    else v1 (`memory.limit_in_bytes` less `memory.usage_in_bytes`). Usage
-    counts page cache; its inactive part, which the kernel drops before it
-    refuses memory, is not counted (as `docker stats` does).
-    """
-    for root, limit_file, usage_file, cache_field in _CGROUP_FILES:
-        try:
-            with open(os.path.join(root, limit_file)) as file:
-                limit = file.read().strip()
-            with open(os.path.join(root, usage_file)) as file:
-                usage = int(file.read())
-            if limit == "max":
-                return None
-            limit = int(limit)
-        except (OSError, ValueError):
-            continue
-        usage -= min(_cgroup_stat(root, cache_field), usage)
-        return max(limit - usage, 0)
-    return None
-
-
-def _cgroup_stat(root, field):
-    """A field of the cgroup's `memory.stat`, in bytes; 0 if unreadable."""
-    try:
-        with open(os.path.join(root, "memory.stat")) as stat:
-            for line in stat:
-                name, _, value = line.partition(" ")
-                if name == field:
-                    return int(value)
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def check_table_fits(layer_name, input_dim, output_dim, dtype_policy, lora_rank=None):

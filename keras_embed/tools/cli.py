@@ -16,7 +16,7 @@ imported, may precede it. Every subcommand has `--help`.
 
 Example:
 
->>> from keras_embed import cli
+>>> from keras_embed.tools import cli
 >>> cli.main(["inspect", "model.keras"])     # doctest: +SKIP
 0
 """
@@ -94,7 +94,7 @@ def _parser():
     bench = commands.add_parser(
         "bench",
         help="run the benchmark suite and write its plot",
-        description="Runs the benchmark suite (keras_embed.benchmark) and "
+        description="Runs the benchmark suite (keras_embed.tools.benchmark) and "
         "writes its results and plot.",
     )
     bench.add_argument(
@@ -108,7 +108,7 @@ def _parser():
 
 
 def _demo(args):
-    from keras_embed import demo
+    from keras_embed.tools import demo
 
     if args.epochs < 1:
         raise CommandError("--epochs must be at least 1")
@@ -116,7 +116,7 @@ def _demo(args):
 
 
 def _inspect(args):
-    from keras_embed import saved_models
+    from keras_embed.saving import saved_models
 
     try:
         rows = saved_models.embedding_rows(args.file)
@@ -129,7 +129,7 @@ def _inspect(args):
 def format_table(rows):
     """The rows of `saved_models.embedding_rows` as an aligned text table
     with a total."""
-    from keras_embed import saved_models
+    from keras_embed.saving import saved_models
 
     columns = saved_models.COLUMNS
     header = [c.replace("size_mb", "size (MB)") for c in columns]
@@ -155,7 +155,7 @@ def format_table(rows):
 
 
 def _cell(column, value):
-    from keras_embed import saved_models
+    from keras_embed.saving import saved_models
 
     if value is None:
         return "-"
@@ -169,7 +169,7 @@ def _cell(column, value):
 
 
 def _convert(args):
-    from keras_embed import saved_models
+    from keras_embed.saving import saved_models
 
     try:
         lines = saved_models.convert(
@@ -189,7 +189,7 @@ def _bench(args):
             "the benchmark suite draws its plot with matplotlib, which is not "
             "installed: pip install 'keras-embed[bench]'"
         )
-    from keras_embed import benchmark
+    from keras_embed.tools import benchmark
 
     benchmark.run(quick=args.quick, output=args.output)
     return 0

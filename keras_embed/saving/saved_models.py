@@ -8,7 +8,7 @@ drops it).
 
 Example:
 
->>> from keras_embed import saved_models
+>>> from keras_embed.saving import saved_models
 >>> rows = saved_models.embedding_rows("model.keras")    # doctest: +SKIP
 >>> rows[0]["input_dim"]                                 # doctest: +SKIP
 10000
@@ -23,8 +23,8 @@ import warnings
 import keras
 import numpy as np
 
-from keras_embed import load_errors, migration
-from keras_embed.embedding import Embedding
+from keras_embed.saving import load_errors, migration
+from keras_embed.layers.embedding import Embedding
 
 FORMATS = (".keras", ".h5")
 COLUMNS = (

@@ -1,5 +1,7 @@
 """LoRA against stock `keras.layers.Embedding` and numbers worked out by hand."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -249,3 +251,15 @@ def test_saving_requantizes_the_merged_table(tmp_path, rng, mode):
         step = np.abs(merged).max(axis=1) / (127 if mode == "int8" else 7)
         error = np.abs(plain.predict(ids, verbose=0) - model.predict(ids, verbose=0))
         assert np.all(error <= step[ids][..., None] * 0.5 * 1.001 + 1e-6)
+
+
+def test_enable_lora_takes_a_numpy_integer_rank_as_the_constructor_does():
+    from_constructor = keras_embed.Embedding(V, D, lora_rank=np.int64(2))
+    from_constructor.build()
+    layer = keras_embed.Embedding(V, D)
+    layer.build()
+    layer.enable_lora(np.int64(2))
+    assert layer.lora_rank == from_constructor.lora_rank == 2
+    assert type(layer.lora_rank) is int and type(layer.lora_alpha) is int
+    assert layer.lora_embeddings_a.shape == (V, 2)
+    assert json.dumps(layer.get_config())  # a NumPy integer would not serialize

@@ -24,6 +24,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
 
+from keras_embed.layers.errors import complete_error
+
 _STRING_HINT = (
     " To look up words or other strings, map them to ids first with "
     "`keras.layers.StringLookup` or `keras.layers.TextVectorization`."
@@ -259,18 +261,3 @@ def _dtype_message(dtype, layer_name, input_dim):
             "True are meant as ids 0 and 1."
         )
     return message
-
-
-def complete_error(error):
-    """Marks `error` as complete, so that Keras raises it as it is.
-
-    Keras re-raises errors from a layer's `call` under a first line of its
-    own ("Exception encountered when calling ..."), and AutoGraph errors
-    raised while tracing a `tf.function` under "in user code:"; ours
-    already say which layer, and their first line is the one to read.
-    """
-    error._keras_call_info_injected = True
-    # And so that `tf.function` tracing raises it as it is, not under
-    # "in user code:".
-    error.ag_pass_through = True
-    return error

@@ -1,4 +1,4 @@
-"""Reports of `keras_embed.benchmark`'s results: Markdown tables and a plot."""
+"""Reports of `keras_embed.tools.benchmark`'s results: Markdown tables and a plot."""
 
 import numpy as np
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import keras_embed
-from keras_embed import load_errors
-from keras_embed.load_errors import DamagedModelFileError
+from keras_embed.saving import load_errors
+from keras_embed.saving.load_errors import DamagedModelFileError
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from tensorflow.python.framework import indexed_slices as indexed_slices_module
 
 import keras_embed
 from keras_embed.optimizers import LazyAdam
-from keras_embed.optimizers import is_updated_by_rows
+from keras_embed.layers.table_reads import is_updated_by_rows
 from keras_embed.optimizers import mark_updated_by_rows
 from keras_embed.optimizers import summed_duplicates
 

@@ -36,10 +36,10 @@ import warnings
 
 import numpy as np
 
-from keras_embed.benchmark_report import RAW_GATHER_FLOOR
-from keras_embed.benchmark_report import format_tables
-from keras_embed.benchmark_report import plot
-from keras_embed.config_checks import available_memory_bytes
+from keras_embed.tools.benchmark_report import RAW_GATHER_FLOOR
+from keras_embed.tools.benchmark_report import format_tables
+from keras_embed.tools.benchmark_report import plot
+from keras_embed.utils.memory import available_memory_bytes, physical_memory_bytes
 
 BATCH, LENGTH = 256, 200
 TRAIN_WIDTH = 64
@@ -231,11 +231,22 @@ def _training_model(layer, optimizer):
     return model
 
 
-def _allocated():
-    """(current, peak) bytes of TensorFlow's CPU allocator."""
+def _allocated(reset=False):
+    """(current, peak) bytes of TensorFlow's CPU allocator, the peak reset
+    first if `reset`; NaNs where the allocator keeps no statistics.
+
+    TensorFlow's default CPU allocator keeps none on some machines; its BFC
+    allocator always does (`TF_CPU_ALLOCATOR_USE_BFC=true`, read when
+    TensorFlow starts: `benchmarks/run.py` sets it).
+    """
     import tensorflow as tf
 
-    info = tf.config.experimental.get_memory_info("CPU:0")
+    try:
+        if reset:
+            tf.config.experimental.reset_memory_stats("CPU:0")
+        info = tf.config.experimental.get_memory_info("CPU:0")
+    except ValueError:  # "Allocator stats not available for device 'CPU:0'"
+        return float("nan"), float("nan")
     return info["current"], info["peak"]
 
 
@@ -274,8 +285,7 @@ def measure_training(rows, repeats, rng):
             for v in model.variables + model.optimizer.variables
         )
         gc.collect()
-        tf.config.experimental.reset_memory_stats("CPU:0")
-        current, _ = _allocated()
+        current, _ = _allocated(reset=True)
         model.train_on_batch(ids, targets)
         step_peak[name] = _allocated()[1] - current
         return model
@@ -360,11 +370,3 @@ def machine():
             "memory_gib": float("nan") if memory is None else memory / GIB,
             "python": platform.python_version(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "platform": platform.platform()}
-
-
-def physical_memory_bytes():
-    """The machine's physical memory in bytes, or None if unknown."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None

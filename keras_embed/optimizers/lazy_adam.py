@@ -13,6 +13,9 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_embed.layers.table_reads import mark_updated_by_rows
+from keras_embed.optimizers.rows import gather_rows, map_values, summed_duplicates
+
 
 @keras.saving.register_keras_serializable(package="keras_embed")
 class LazyAdam(keras.optimizers.Optimizer):
@@ -169,7 +172,7 @@ class LazyAdam(keras.optimizers.Optimizer):
         # Keras unscales with `g / scale`, which `tf.IndexedSlices` lacks;
         # we unscale here, the same division, and hide the factor meanwhile.
         if scale is not None:
-            grads = [_map_values(lambda g: g / scale, g) for g in grads]
+            grads = [map_values(lambda g: g / scale, g) for g in grads]
         # Repeated ids are summed once, here: clipping then sees exactly the
         # nonzero rows of the dense gradient, and `update_step` one row per id.
         grads = [
@@ -265,18 +268,18 @@ class LazyAdam(keras.optimizers.Optimizer):
         """Adam on the rows `gradient.indices` (unique) only."""
         rows = gradient.indices
         grad = ops.cast(gradient.values, variable.dtype)
-        momentum_rows = _gather(momentum, rows)
+        momentum_rows = gather_rows(momentum, rows)
         momentum_rows = momentum_rows + ops.multiply(
             ops.subtract(grad, momentum_rows), 1 - self.beta_1
         )
-        velocity_rows = _gather(velocity, rows)
+        velocity_rows = gather_rows(velocity, rows)
         velocity_rows = velocity_rows + ops.multiply(
             ops.subtract(ops.square(grad), velocity_rows), 1 - self.beta_2
         )
         self.assign(momentum, tf.IndexedSlices(momentum_rows, rows))
         self.assign(velocity, tf.IndexedSlices(velocity_rows, rows))
         if velocity_hat is not None:
-            velocity_rows = ops.maximum(_gather(velocity_hat, rows), velocity_rows)
+            velocity_rows = ops.maximum(gather_rows(velocity_hat, rows), velocity_rows)
             self.assign(velocity_hat, tf.IndexedSlices(velocity_rows, rows))
         step = ops.divide(
             ops.multiply(momentum_rows, alpha),
@@ -284,7 +287,7 @@ class LazyAdam(keras.optimizers.Optimizer):
         )
         # Scatter-update of new rows, not scatter-sub of the step: TF's CPU
         # scatter-sub is several times slower than a gather plus an update.
-        variable_rows = _gather(variable, rows)
+        variable_rows = gather_rows(variable, rows)
         if decay is not None:
             variable_rows = variable_rows - variable_rows * decay * lr
         self.assign(variable, tf.IndexedSlices(variable_rows - step, rows))
@@ -297,87 +300,3 @@ class LazyAdam(keras.optimizers.Optimizer):
             "epsilon": self.epsilon,
             "amsgrad": self.amsgrad,
         }
-
-
-# TensorFlow keeps a variable's buffer in place for reads and updates of one
-# kind: once rows of it have been written with a scatter (or read with a
-# sparse gather), every dense read and every dense update copies the whole
-# variable first, and stays so. An embedding table should be read by rows when
-# its optimizer writes it by rows (as LazyAdam does) and densely otherwise.
-_UPDATED_BY_ROWS = "_keras_embed_updated_by_rows"
-
-
-def mark_updated_by_rows(variable):
-    """Marks `variable` as written row by row by its optimizer.
-
-    `keras_embed.Embedding` then looks rows up with a sparse read of the
-    variable (a `ResourceGather`), which does not copy the table. `LazyAdam`
-    marks its variables when it is built: before the first trace of the
-    training step in `fit`; in a custom `tf.function` loop, call
-    `optimizer.build(model.trainable_variables)` before the first step.
-    Mark by hand a table trained by another optimizer that writes rows, such
-    as `keras.optimizers.SGD` without momentum.
-
-    Example:
-
-    >>> import keras_embed
-    >>> layer = keras_embed.Embedding(1000, 8)
-    >>> layer.build()
-    >>> mark_updated_by_rows(layer.embeddings)
-    >>> is_updated_by_rows(layer.embeddings)
-    True
-
-    Args:
-        variable: a `keras.Variable`, the table, before the training step is
-            traced.
-    """
-    setattr(variable, _UPDATED_BY_ROWS, True)
-
-
-def is_updated_by_rows(variable):
-    """Whether `mark_updated_by_rows(variable)` was called."""
-    return getattr(variable, _UPDATED_BY_ROWS, False)
-
-
-def summed_duplicates(slices):
-    """Returns `slices` with one row per id: the sum of that id's rows.
-
-    Example:
-
-    >>> import tensorflow as tf
-    >>> slices = tf.IndexedSlices(tf.constant([[1.0], [2.0], [4.0]]),
-    ...                           tf.constant([3, 0, 3]))
-    >>> summed = summed_duplicates(slices)
-    >>> summed.indices.numpy().tolist(), summed.values.numpy().tolist()
-    ([3, 0], [[5.0], [2.0]])
-
-    Args:
-        slices: a `tf.IndexedSlices` of shape `(n, *row_shape)`.
-
-    Returns:
-        A `tf.IndexedSlices` whose ids are `slices.indices` without repeats,
-        in order of first appearance.
-    """
-    ids, positions = tf.unique(slices.indices)
-    values = tf.math.unsorted_segment_sum(
-        slices.values, positions, tf.shape(ids)[0]
-    )
-    return tf.IndexedSlices(values, ids, slices.dense_shape)
-
-
-def _map_values(function, gradient):
-    """`function(gradient)` for a tensor, or applied to a slices' values."""
-    if gradient is None:
-        return None
-    if isinstance(gradient, tf.IndexedSlices):
-        return tf.IndexedSlices(
-            function(gradient.values), gradient.indices, gradient.dense_shape
-        )
-    return function(gradient)
-
-
-def _gather(variable, rows):
-    """Rows of a variable, read without reading the whole variable."""
-    if isinstance(variable, keras.Variable):
-        variable = variable.value
-    return tf.gather(variable, rows)

@@ -18,7 +18,7 @@ from keras.quantizers import Int8QuantizationConfig
 
 import keras_embed
 from conftest import layer_pair
-from keras_embed import quantization
+from keras_embed.layers import quantization
 
 # (mode, config) for every storage layout: int8; int4 one scale per row;
 # int4 in groups (8 divides 20, 6 leaves a short last group; None = default).

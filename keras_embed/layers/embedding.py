@@ -7,14 +7,15 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
-from keras_embed import config_checks
-from keras_embed import input_length as input_length_rules
-from keras_embed.ids import checked as checked_ids
-from keras_embed.ids import in_xla_context
-from keras_embed.ids import nan_rows_for_bad_ids
-from keras_embed.lora import LoraMixin
-from keras_embed.optimizers import is_updated_by_rows
-from keras_embed.quantization import QuantizationMixin
+from keras_embed.layers import config_checks
+from keras_embed.layers import input_length as input_length_rules
+from keras_embed.layers.ids import checked as checked_ids
+from keras_embed.layers.ids import in_xla_context
+from keras_embed.layers.ids import nan_rows_for_bad_ids
+from keras_embed.layers.errors import InvalidConfigError
+from keras_embed.layers.lora import LoraMixin
+from keras_embed.layers.quantization import QuantizationMixin
+from keras_embed.layers.table_reads import is_updated_by_rows
 
 
 @keras.saving.register_keras_serializable(package="keras_embed")
@@ -323,7 +324,7 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
         except TypeError as error:
             # Keras reports any error from the constructor as a TypeError
             # that starts with the whole config; ours name layer and field.
-            if isinstance(error.__context__, config_checks.InvalidConfigError):
+            if isinstance(error.__context__, InvalidConfigError):
                 raise error.__context__ from None
             raise
 

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import keras_embed  # noqa: F401  (installs the wrapper)
-from keras_embed import graph_errors
+from keras_embed.layers import graph_errors
 
 
 def test_headline_is_the_unescaped_sentence_of_our_assert():

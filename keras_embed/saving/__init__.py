@@ -1,0 +1,1 @@
+"""Files: load errors, inspection and conversion, migration between stock and ours."""

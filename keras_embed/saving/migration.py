@@ -1,0 +1,342 @@
+"""Moving models between `keras.layers.Embedding` and `keras_embed.Embedding`.
+
+`swap(model)` gives a copy of a model in which every stock
+`keras.layers.Embedding` is a `keras_embed.Embedding` with the same settings
+and weights; `unswap(model)` does the reverse, for places that cannot install
+keras_embed. Both work on `Sequential` and functional models, models nested
+in them, and layers wrapped in `TimeDistributed` or similar wrappers. The
+model given is never changed.
+
+What they cannot carry over they report with a `MigrationWarning` naming
+the layer: a subclass of the layer being replaced (such as
+`keras.layers.ReversibleEmbedding`) is left as it is, and `unswap` drops the
+settings stock Keras 3 has no place for (such as `input_length`).
+"""
+
+import functools
+import warnings
+
+import keras
+import numpy as np
+
+from keras_embed.layers.embedding import Embedding
+
+STOCK = "keras.layers.Embedding"
+OURS = "keras_embed.Embedding"
+
+
+class MigrationWarning(UserWarning):
+    """What `swap` or `unswap` left as it was or dropped, layer by layer."""
+
+
+def swap(model):
+    """A copy of `model` with every `keras.layers.Embedding` replaced by
+    `keras_embed.Embedding`.
+
+    The new layers have the same name, settings (`mask_zero`, dtype policy,
+    initializer, regularizers, constraint, `trainable`, ...) and weights, so
+    the new model predicts exactly what `model` predicts. A compiled model's
+    copy is compiled the same way, with the optimizer's state copied. The
+    model given is not changed.
+
+    Subclasses of `keras.layers.Embedding` (such as
+    `keras.layers.ReversibleEmbedding`) are copied as they are, with a
+    `MigrationWarning` naming them.
+
+    Example:
+
+    >>> import keras, keras_embed
+    >>> model = keras.Sequential([
+    ...     keras.Input(shape=(10,), dtype="int32"),
+    ...     keras.layers.Embedding(1000, 64, mask_zero=True),
+    ...     keras.layers.GlobalAveragePooling1D(),
+    ... ])
+    >>> swapped = keras_embed.swap(model)
+    >>> type(swapped.layers[0]).__module__
+    'keras_embed.layers.embedding'
+
+    Args:
+        model: a `keras.Sequential` or functional `keras.Model`.
+
+    Returns:
+        A new model of the same kind.
+
+    Raises:
+        TypeError: if `model` is not a Keras model.
+        ValueError: if `model` is a subclassed model, whose layers only its
+            own code can replace.
+    """
+    return _replace(model, keras.layers.Embedding, _to_ours, "swap")
+
+
+def unswap(model):
+    """A copy of `model` with every `keras_embed.Embedding` replaced by a
+    stock `keras.layers.Embedding`, for places without keras_embed.
+
+    The new layers keep the name, settings and weights, and the model
+    predicts the same values. Settings stock Keras 3 does not have (such as
+    `input_length`) are dropped, each with a `MigrationWarning` naming the
+    layer and the value. A `Sequential` that a leading
+    `keras_embed.Embedding` gave an integer input keeps that input.
+
+    Example:
+
+    >>> import keras, keras_embed
+    >>> model = keras.Sequential([keras_embed.Embedding(1000, 64)])
+    >>> stock = keras_embed.unswap(model)
+    >>> type(stock.layers[0]).__name__, type(stock.layers[0]).__module__
+    ('Embedding', 'keras.src.layers.core.embedding')
+
+    Args:
+        model: a `keras.Sequential` or functional `keras.Model`.
+
+    Returns:
+        A new model of the same kind.
+
+    Raises:
+        TypeError: if `model` is not a Keras model.
+        ValueError: if `model` is a subclassed model, or if a later layer
+            needs the output shape that only `input_length` gave (for
+            example `Flatten` -> `Dense` on inputs of unknown length).
+    """
+    return _replace(model, Embedding, _to_stock, "unswap")
+
+
+def class_name(layer):
+    """The public name of a layer's class: `keras.layers.Embedding`,
+    `keras_embed.Embedding`, or `module.Class` for any other."""
+    cls = type(layer)
+    if cls is keras.layers.Embedding:
+        return STOCK
+    if cls is Embedding:
+        return OURS
+    module = cls.__module__
+    if module.startswith("keras.src.") and hasattr(keras.layers, cls.__name__):
+        return f"keras.layers.{cls.__name__}"
+    return f"{module}.{cls.__name__}"
+
+
+def embedding_layers(model):
+    """Every embedding layer in `model`, depth first, with its path.
+
+    Looks into nested models and into wrappers (`layer.layer`, and
+    `Bidirectional`'s two layers). A layer is an embedding layer if it is a
+    `keras.layers.Embedding`, a `keras_embed.Embedding`, or a subclass of
+    either. A layer used twice is listed once.
+
+    Args:
+        model: a Keras model.
+
+    Returns:
+        A list of `(path, layer)`: `path` is the layer's name, prefixed by
+        the names of the models and wrappers holding it
+        (`"encoder/words"`).
+    """
+    found, seen = [], set()
+
+    def visit(layer, prefix):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        path = f"{prefix}{layer.name}"
+        if isinstance(layer, (keras.layers.Embedding, Embedding)):
+            found.append((path, layer))
+            return
+        for inner in _inner_layers(layer):
+            visit(inner, f"{path}/")
+
+    for layer in _inner_layers(model):
+        visit(layer, "")
+    return found
+
+
+def _inner_layers(layer):
+    if isinstance(layer, keras.Model):
+        return list(layer.layers)
+    inner = []
+    for attribute in ("layer", "forward_layer", "backward_layer"):
+        value = getattr(layer, attribute, None)
+        if isinstance(value, keras.layers.Layer):
+            inner.append(value)
+    return inner
+
+
+def _to_ours(layer):
+    """Our layer from a stock layer's config, and nothing dropped."""
+    return Embedding.from_config(layer.get_config()), {}
+
+
+@functools.cache
+def _stock_argument_names():
+    names = set(keras.layers.Embedding(1, 1).get_config())
+    return frozenset(names | {"lora_rank", "lora_alpha"})
+
+
+@functools.cache
+def _our_defaults():
+    return Embedding(1, 1).get_config()
+
+
+def _to_stock(layer):
+    """A stock layer from our layer's config, and the settings dropped."""
+    allowed = _stock_argument_names()
+    defaults = _our_defaults()
+    config = layer.get_config()
+    kept = {k: v for k, v in config.items() if k in allowed}
+    # Settings left at their defaults lose nothing; only the others are news.
+    dropped = {
+        k: v for k, v in config.items()
+        if k not in allowed and v != defaults.get(k)
+    }
+    return keras.layers.Embedding.from_config(kept), dropped
+
+
+def _replace(model, source, convert, verb):
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"{verb}() takes a Keras model (keras.Sequential or a functional "
+            f"keras.Model). Received: {model!r} of type "
+            f"{type(model).__name__}."
+        )
+    if not isinstance(model, keras.Sequential) and not _is_functional(model):
+        raise ValueError(
+            f"{verb}() works on keras.Sequential and functional models. "
+            f"Model '{model.name}' is a subclassed model "
+            f"({type(model).__name__}): its layers are made by its own code, "
+            "so replace the Embedding there (the import of keras_embed's "
+            "Embedding is enough)."
+        )
+    if source is keras.layers.Embedding:
+        source_name, target = STOCK, OURS
+    else:
+        source_name, target = OURS, STOCK
+    pairs = []
+    notes = []
+
+    def clone_layer(layer):
+        new_layer = None
+        if type(layer) is source:
+            new_layer, layer_notes = _convert(
+                layer, convert, target, f"layer '{layer.name}'"
+            )
+            notes.extend(layer_notes)
+        elif isinstance(layer, source):
+            notes.append(
+                f"layer '{layer.name}' ({class_name(layer)}) left as it is: "
+                f"it is a subclass of {source_name}, which {verb}() "
+                "does not replace."
+            )
+        else:
+            new_layer = _clone_wrapper(layer, source, convert, target, notes)
+        if new_layer is None:
+            new_layer = layer.__class__.from_config(layer.get_config())
+        pairs.append((layer, new_layer))
+        return new_layer
+
+    try:
+        new_model = keras.models.clone_model(
+            model, clone_function=clone_layer, recursive=True
+        )
+    except ValueError as error:
+        if verb == "unswap" and any(
+            getattr(layer, "input_length", None) is not None
+            for _, layer in embedding_layers(model)
+        ):
+            raise ValueError(
+                f"unswap() could not rebuild model '{model.name}' with stock "
+                "Embedding layers: a later layer needs the sequence length "
+                "that input_length gave. Give the model's keras.Input that "
+                f"length instead, then unswap. The error was: {error}"
+            ) from error
+        raise
+    new_model.trainable = model.trainable
+    for old_layer, new_layer in pairs:
+        _copy_weights(old_layer, new_layer)
+    _copy_optimizer_state(model, new_model, notes)
+    for note in notes:
+        warnings.warn(f"{verb}: {note}", MigrationWarning, stacklevel=3)
+    return new_model
+
+
+def _convert(layer, convert, target, label):
+    """The `target` layer that `convert` makes from `layer`, or `None` if
+    `layer`'s weights would not fit it; and the notes on what was left or
+    dropped, naming the layer by `label`."""
+    new_layer, dropped = convert(layer)
+    if not _weights_fit(layer, new_layer):
+        return None, [
+            f"{label} ({class_name(layer)}) left as it is: its weights "
+            f"{_shapes(layer)} do not fit a {target}, which would have "
+            f"{_shapes(new_layer)} (LoRA or quantized tables need the layer "
+            "that made them)."
+        ]
+    return new_layer, [
+        f"{label}: {key}={value!r} dropped ({target} has no such setting)."
+        for key, value in dropped.items()
+    ]
+
+
+def _clone_wrapper(layer, source, convert, target, notes):
+    """A copy of a wrapper layer (such as `TimeDistributed`) whose wrapped
+    layer is replaced, or `None` if it wraps nothing to replace."""
+    if isinstance(layer, keras.Model):
+        return None
+    if not any(type(x) is source for x in _inner_layers(layer)):
+        return None
+    config = layer.get_config()
+    for key, value in list(config.items()):
+        wrapped = getattr(layer, key, None)
+        if type(wrapped) is source and isinstance(value, dict):
+            new_inner, inner_notes = _convert(
+                wrapped, convert, target,
+                f"layer '{wrapped.name}' in '{layer.name}'",
+            )
+            notes.extend(inner_notes)
+            if new_inner is not None:
+                config[key] = keras.saving.serialize_keras_object(new_inner)
+    return layer.__class__.from_config(config)
+
+
+def _shapes(layer):
+    return [tuple(w.shape) for w in layer.weights]
+
+
+def _weights_fit(old_layer, new_layer):
+    """Whether `new_layer` has weights of the shapes `old_layer` has (an
+    unbuilt `old_layer` has none to copy, so anything fits)."""
+    if not old_layer.built:
+        return True
+    new_layer.build()
+    return _shapes(new_layer) == _shapes(old_layer)
+
+
+def _is_functional(model):
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, Functional)
+
+
+def _copy_weights(old_layer, new_layer):
+    if isinstance(old_layer, keras.Model) or not getattr(old_layer, "weights", None):
+        return
+    new_layer.set_weights(old_layer.get_weights())
+
+
+def _copy_optimizer_state(model, new_model, notes):
+    optimizer = getattr(model, "optimizer", None)
+    new_optimizer = getattr(new_model, "optimizer", None)
+    if optimizer is None or new_optimizer is None or not optimizer.built:
+        return
+    new_optimizer.build(new_model.trainable_variables)
+    old_values = [np.asarray(v) for v in optimizer.variables]
+    new_variables = list(new_optimizer.variables)
+    if [v.shape for v in old_values] != [tuple(v.shape) for v in new_variables]:
+        if all(v.ndim == 0 for v in old_values):
+            return  # Step count and learning rate only: no state to lose.
+        notes.append(
+            "the optimizer's state (momentums, step count) was not copied: "
+            "its variables do not line up with the new model's."
+        )
+        return
+    for variable, value in zip(new_variables, old_values):
+        variable.assign(value)

@@ -1,0 +1,1 @@
+"""The `keras-embed` command line, the demo and the benchmark harness."""

@@ -1,0 +1,1 @@
+"""Helpers that every wing may use: nothing here knows about layers."""
