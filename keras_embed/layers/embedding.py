@@ -281,8 +281,9 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
     def load_own_variables(self, store):
         """Loads a table saved by this layer or by stock Keras's.
 
-        With LoRA enabled, the LoRA matrices are set to zeros: the file's
-        table already holds their delta.
+        With LoRA enabled, `lora_embeddings_a` gets fresh values from its
+        initializer and `lora_embeddings_b` zeros: the delta is zero (the
+        file's table already holds it), and training moves it again.
         """
         if not self.built:
             # Stock's rule and message: an error if the file lists variables.

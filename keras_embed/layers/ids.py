@@ -26,6 +26,11 @@ from tensorflow.python.ops import control_flow_util
 
 from keras_embed.layers.errors import complete_error
 
+# The name of our check's `Assert` ops: `graph_errors` moves a graph error's
+# sentence first only when the failing node has it, so that a user's own
+# `Assert` worded like ours is left alone.
+CHECK_OP_NAME = "keras_embed_check_ids"
+
 _STRING_HINT = (
     " To look up words or other strings, map them to ids first with "
     "`keras.layers.StringLookup` or `keras.layers.TextVectorization`."
@@ -217,7 +222,7 @@ def _integer_check(values, input_dim, layer_name):
     before, outside, _ = _sentence_parts(layer_name, input_dim)
     # All-string data: Assert then needs no cond to guard it.
     message = tf.strings.join([before, tf.strings.format("{}", offending), outside])
-    return tf.debugging.Assert(ok, [message], name="check_ids")
+    return tf.debugging.Assert(ok, [message], name=CHECK_OP_NAME)
 
 
 def _float_check(values, input_dim, layer_name):
@@ -241,7 +246,7 @@ def _float_check(values, input_dim, layer_name):
         ending = tf.where(tf.equal(tf.floor(first), first), outside, fractional)
         message = tf.strings.join([before, tf.strings.format("{}", first), ending])
         with tf.control_dependencies(
-            [tf.debugging.Assert(False, [message], name="check_ids")]
+            [tf.debugging.Assert(False, [message], name=CHECK_OP_NAME)]
         ):
             return tf.constant(False)
 

@@ -14,6 +14,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_embed.layers.table_reads import mark_updated_by_rows
+from keras_embed.optimizers.finite_steps import apply_if_finite
 from keras_embed.optimizers.rows import gather_rows, map_values, summed_duplicates
 
 
@@ -179,6 +180,16 @@ class LazyAdam(keras.optimizers.Optimizer):
             summed_duplicates(g) if isinstance(g, tf.IndexedSlices) else g
             for g in grads
         ]
+        if not self.built and trainable_variables is not None:
+            # Here, not in the step's `tf.cond`, where no variable can be made.
+            self.build(list(trainable_variables))
+        # A step whose gradients are not all finite (under XLA, a bad id's
+        # NaN rows) changes nothing: see keras_embed.optimizers.finite_steps.
+        apply_if_finite(self._apply_checked, grads, trainable_variables)
+        return self.iterations
+
+    def _apply_checked(self, grads, trainable_variables):
+        scale = self.loss_scale_factor
         if scale is None:
             return super().apply(grads, trainable_variables)
         self.loss_scale_factor = None
