@@ -18,6 +18,7 @@ from keras_embed.layers.errors import InvalidConfigError
 from keras_embed.layers.lora import LoraMixin
 from keras_embed.layers.quantization import QuantizationMixin
 from keras_embed.layers.table_reads import is_updated_by_rows
+from keras_embed.layers.table_reads import mark_layer_variables
 
 
 @keras.saving.register_keras_serializable(package="keras_embed")
@@ -194,6 +195,7 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
         self.built = True
         if self.lora_rank:
             self.enable_lora(self.lora_rank, lora_alpha=self.lora_alpha)
+        mark_layer_variables(self)
 
     @property
     def embeddings(self):

@@ -24,6 +24,7 @@ from keras import initializers
 from keras import ops
 
 from keras_embed.layers import config_checks
+from keras_embed.layers.table_reads import mark_layer_variables
 
 
 class LoraMixin:
@@ -112,6 +113,7 @@ class LoraMixin:
         if was_locked:
             self._tracker.lock()
         self.lora_enabled = True
+        mark_layer_variables(self)
         self.lora_rank = int(rank)
         self.lora_alpha = lora_alpha if lora_alpha is not None else self.lora_rank
 

@@ -59,8 +59,10 @@ def fresh_copy(layer):
 def keeps_state_outside_weights(layer):
     """Whether `layer` has state that `get_weights` / `set_weights` miss: it
     saves assets, or loads its variables its own way."""
-    own_load = type(layer).load_own_variables is not keras.layers.Layer.load_own_variables
-    return hasattr(layer, "save_assets") or own_load
+    load = getattr(type(layer), "load_own_variables", None)
+    if load is None:  # An op in a functional model (`x + y`), not a layer.
+        return False
+    return hasattr(layer, "save_assets") or load is not keras.layers.Layer.load_own_variables
 
 
 def copy_state(old, new):

@@ -17,7 +17,7 @@ def _model(embedding):
         embedding,
         keras.layers.GlobalAveragePooling1D(),
         keras.layers.Dense(1),
-    ])
+    ], name="model")
     model.compile(LazyAdam(0.01), "mse")
     return model
 
@@ -34,7 +34,7 @@ def _fit_warnings(model, times=2):
 def test_lazy_adam_warns_once_for_the_stock_layer():
     messages = _fit_warnings(_model(keras.layers.Embedding(50, 3, name="stock_words")))
     assert messages == [
-        "LazyAdam updates rows of 'stock_words/embeddings', but its layer reads it "
+        "LazyAdam updates rows of 'model/stock_words/embeddings', but its layer reads it "
         "densely: after row updates TensorFlow copies the whole table on each such "
         "read, so a step costs as much as the table is large, not the batch. "
         "keras_embed.Embedding reads only the rows it looks up: "
