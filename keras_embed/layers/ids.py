@@ -3,9 +3,10 @@
 Stock Keras wraps negative ids to the last rows, truncates 1.7 to 1, accepts
 booleans, and on GPU looks up zeros for ids >= input_dim. `checked` refuses
 each of these, in eager calls and in graphs alike (`tf.function`, `fit`,
-`predict`, `evaluate`, exported SavedModels), on every device: in a graph the
-check is an op (an `Assert` on a `reduce_max`), not a Python `if`, so it
-travels with the graph.
+`predict`, `evaluate`, exported SavedModels): in a graph the check is an op
+(an `Assert` on a `reduce_max`), not a Python `if`, so it travels with the
+graph and does not depend on the device. Only CPU was run: no GPU was
+available to this project, so the checks have not been run on a GPU.
 
 Cost: for integer ids, one reduce_max over the ids viewed as unsigned (a
 negative id is then larger than any `input_dim`), against a gather that
@@ -17,7 +18,10 @@ function: TensorFlow compiles `Assert` to nothing, and XLA's gather clamps
 out-of-range ids to row 0 or row `input_dim - 1`. There `checked` adds no
 assert, and `nan_rows_for_bad_ids` turns the rows looked up for bad ids into
 NaN, so that a bad id shows in the output and the loss rather than looking
-up a plausible wrong row.
+up a plausible wrong row. Keras's default `jit_compile="auto"` never
+compiles a model holding our layer with XLA (`jit_default`), so only an
+explicit `jit_compile=True` gets NaN rows; our optimizers then skip the
+step (`keras_embed.optimizers.finite_steps`).
 """
 
 import numpy as np
