@@ -290,8 +290,15 @@ class LazyAdam(keras.optimizers.Optimizer):
         )
 
     def _warn_if_read_densely(self, variable):
-        """Once per optimizer, at trace time: a row-written table read whole."""
-        if is_layer_variable(variable) or getattr(self, "_warned_dense_read", False):
+        """Once per optimizer, at trace time: a row-written table read whole
+        (the table of `keras.layers.Embedding` or a subclass: a Keras
+        variable named "embeddings" that no keras_embed layer owns)."""
+        if (
+            is_layer_variable(variable)
+            or not isinstance(variable, keras.Variable)
+            or variable.name != "embeddings"
+            or getattr(self, "_warned_dense_read", False)
+        ):
             return
         self._warned_dense_read = True
         warnings.warn(
