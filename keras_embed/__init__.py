@@ -1,16 +1,21 @@
 """keras_embed: a drop-in `keras.layers.Embedding` for Keras 3."""
 
-from keras_embed import callbacks
-from keras_embed import optimizers
-from keras_embed import pretrained
-from keras_embed.layers import graph_errors
-from keras_embed.layers import input_length
-from keras_embed.layers.embedding import Embedding
-from keras_embed.layers.embedding_bag import EmbeddingBag
-from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer
-from keras_embed.saving import load_errors
-from keras_embed.saving.keras2_saved_model import load_keras2_model
-from keras_embed.saving.migration import swap, unswap
+from keras_embed.layers.backend_check import check_backend
+
+check_backend()  # TensorFlow's backend only: one clear error, here, under any other.
+
+from keras_embed import callbacks  # noqa: E402
+from keras_embed import optimizers  # noqa: E402
+from keras_embed import pretrained  # noqa: E402
+from keras_embed.layers import graph_errors  # noqa: E402
+from keras_embed.layers import input_length  # noqa: E402
+from keras_embed.layers import jit_default  # noqa: E402
+from keras_embed.layers.embedding import Embedding  # noqa: E402
+from keras_embed.layers.embedding_bag import EmbeddingBag  # noqa: E402
+from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer  # noqa: E402
+from keras_embed.saving import load_errors  # noqa: E402
+from keras_embed.saving.keras2_saved_model import load_keras2_model  # noqa: E402
+from keras_embed.saving.migration import swap, unswap  # noqa: E402
 
 # What importing keras_embed changes outside the layer, all of it here (see
 # README.md, "What importing `keras_embed` changes outside the layer").
@@ -19,9 +24,9 @@ from keras_embed.saving.migration import swap, unswap
 graph_errors.install()  # TensorFlow's graph errors: our id check's sentence first.
 input_length.install_sequential_input(Embedding)  # keras.Sequential.add / build.
 load_errors.install()  # keras.models.load_model, keras.saving.load_model.
+jit_default.install()  # Keras's jit_compile="auto": no XLA for a model with our layer.
 
 __all__ = [
     "Embedding", "EmbeddingBag", "LookedUpRowsRegularizer", "callbacks", "load_keras2_model", "optimizers",
-    "pretrained",
-    "swap", "unswap",
+    "pretrained", "swap", "unswap",
 ]

@@ -177,8 +177,19 @@ def check_table_fits(layer_name, input_dim, output_dim, dtype_policy, lora_rank=
     Allocating it would fail deep in TensorFlow, or, where the system
     overcommits memory, get the process killed. Tables under 1 GiB are not
     checked.
+
+    Under `tf.distribute.experimental.ParameterServerStrategy` with a
+    variable partitioner, the table is split by rows over the parameter
+    servers and this process (the coordinator) holds none of it: the
+    largest shard is compared with the memory of this machine, the only
+    one whose memory can be read here (a cluster's machines are usually
+    alike). Where the shard count cannot be known, nothing is checked.
     """
-    size = table_bytes(input_dim, output_dim, dtype_policy, lora_rank)
+    shards = table_shards(input_dim, output_dim, dtype_policy.variable_dtype)
+    if shards is None:
+        return
+    rows = -(-input_dim // shards)  # The largest shard's rows.
+    size = table_bytes(rows, output_dim, dtype_policy, lora_rank)
     if size < _SMALL_TABLE_BYTES:
         return
     available = available_memory_bytes()
@@ -186,16 +197,49 @@ def check_table_fits(layer_name, input_dim, output_dim, dtype_policy, lora_rank=
         return
     mode = dtype_policy.quantization_mode
     values = f"{mode} values" if mode else f"{dtype_policy.variable_dtype} values"
-    with_lora = size != table_bytes(input_dim, output_dim, dtype_policy)
+    with_lora = size != table_bytes(rows, output_dim, dtype_policy)
     lora = f", with float32 LoRA matrices of rank {lora_rank}," if with_lora else ""
+    smaller = f"Use a smaller input_dim{', lora_rank' if with_lora else ''} or output_dim"
+    if shards > 1:
+        raise InvalidConfigError(
+            f"Embedding layer '{layer_name}': a table of (input_dim, output_dim) "
+            f"= ({input_dim}, {output_dim}) {values}{lora} split by rows into "
+            f"{shards} shards (the ParameterServerStrategy's variable "
+            f"partitioner) needs {_gigabytes(size)} for its largest shard, more "
+            f"than the {_gigabytes(available)} of memory available on this "
+            f"machine. Split it into more shards, or {smaller[0].lower()}{smaller[1:]}."
+        )
     raise InvalidConfigError(
         f"Embedding layer '{layer_name}': a table of (input_dim, output_dim) "
         f"= ({input_dim}, {output_dim}) {values}{lora} needs "
         f"{_gigabytes(size)}, more than the {_gigabytes(available)} of memory "
-        f"available. Use a smaller input_dim{', lora_rank' if with_lora else ''} "
-        "or output_dim (e.g. hash ids into fewer buckets), or a machine with "
+        f"available. {smaller} (e.g. hash ids into fewer buckets), or a machine with "
         "more memory."
     )
+
+
+def table_shards(input_dim, output_dim, dtype):
+    """How many row shards the current `tf.distribute` strategy splits a
+    new `(input_dim, output_dim)` table into: 1, except under
+    `ParameterServerStrategy` with a variable partitioner; `None` if the
+    partitioner cannot tell."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    if not isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
+        return 1
+    # Private: the strategy keeps the partitioner it was given here, and has
+    # no public way to read it.
+    partitioner = getattr(strategy.extended, "_variable_partitioner", None)
+    if partitioner is None:
+        return 1
+    try:
+        shards = int(partitioner(
+            shape=tf.TensorShape([input_dim, output_dim]), dtype=tf.as_dtype(dtype)
+        )[0])
+    except Exception:  # A user's partitioner: anything may go wrong in it.
+        return None
+    return max(1, min(shards, input_dim))
 
 
 def check_saved_shapes(layer, variables, store):

@@ -8,6 +8,8 @@ from keras import ops
 from keras import regularizers
 
 from keras_embed.layers import config_checks
+from keras_embed.layers import jit_default
+from keras_embed.layers.backend_check import check_backend
 from keras_embed.layers import input_length as input_length_rules
 from keras_embed.layers.ids import checked as checked_ids
 from keras_embed.layers.ids import in_xla_context
@@ -17,6 +19,7 @@ from keras_embed.layers.lora import LoraMixin
 from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer
 from keras_embed.layers.quantization import QuantizationMixin
 from keras_embed.layers.table_reads import is_updated_by_rows
+from keras_embed.layers.table_reads import mark_layer_variables
 
 
 @keras.saving.register_keras_serializable(package="keras_embed")
@@ -110,6 +113,7 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
     ):
         # Keras 2 spelled the input shape `batch_input_shape` (with the batch
         # dim) or `input_shape` (without); we take both, with no warning.
+        check_backend()
         batch_input_shape = kwargs.pop("batch_input_shape", None)
         input_shape = kwargs.pop("input_shape", None)
         super().__init__(**kwargs)
@@ -137,19 +141,23 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
         )
         # The input a Sequential led by this layer gets. Keras 2 derived its
         # shapes from `input_length` (and wrote `[None, [3, 4]]` for tuples),
-        # so `input_length` wins.
+        # so `input_length` wins. One rule everywhere (constructor,
+        # `from_config`, every file format): `batch_input_shape` has the
+        # batch dim, `input_shape` has not; `get_config` writes the shape
+        # given as `batch_input_shape`.
+        self._given_batch_input_shape = None
         if self.input_length is None and batch_input_shape is not None:
-            self._batch_input_shape = config_checks.check_batch_shape(
+            self._given_batch_input_shape = config_checks.check_batch_shape(
                 self.name, "batch_input_shape", batch_input_shape, True
             )
         elif self.input_length is None and input_shape is not None:
-            self._batch_input_shape = (None, *config_checks.check_batch_shape(
+            self._given_batch_input_shape = (None, *config_checks.check_batch_shape(
                 self.name, "input_shape", input_shape, False
             ))
-        else:
-            self._batch_input_shape = input_length_rules.batch_shape(
-                self.input_length
-            )
+        self._batch_input_shape = (
+            self._given_batch_input_shape
+            or input_length_rules.batch_shape(self.input_length)
+        )
         if weights is not None:
             self._set_initial_weights(weights)
 
@@ -199,6 +207,18 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
         return cls(int(shape[0]), int(shape[1]), weights=matrix,
                    trainable=not freeze, **kwargs)
 
+    @property
+    def supports_jit(self):
+        """False while Keras resolves `jit_compile="auto"`: a model with this
+        layer then runs without XLA, where the id check can raise (see
+        `keras_embed.layers.jit_default`). True for an explicit
+        `jit_compile=True`, unless set to False."""
+        return self._supports_jit and jit_default.supports_jit()
+
+    @supports_jit.setter
+    def supports_jit(self, value):
+        self._supports_jit = value  # keras.layers.Layer sets True.
+
     def _set_initial_weights(self, weights):
         weights = config_checks.check_weights(
             self.name, weights, self.input_dim, self.output_dim
@@ -226,6 +246,7 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
         self.built = True
         if self.lora_rank:
             self.enable_lora(self.lora_rank, lora_alpha=self.lora_alpha)
+        mark_layer_variables(self)
 
     @property
     def embeddings(self):
@@ -334,10 +355,13 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
     def load_own_variables(self, store):
         """Loads a table saved by this layer or by stock Keras's.
 
-        With LoRA enabled, the LoRA matrices are set to zeros: the file's
-        table already holds their delta.
+        With LoRA enabled, `lora_embeddings_a` gets fresh values from its
+        initializer and `lora_embeddings_b` zeros: the delta is zero (the
+        file's table already holds it), and training moves it again.
         """
         if not self.built:
+            # Stock's rule and message: an error if the file lists variables.
+            keras.layers.Layer.load_own_variables(self, store)
             return
         variables = self._saved_variables()
         config_checks.check_saved_shapes(self, variables, store)
@@ -375,6 +399,8 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
             ),
             "input_length": self.input_length,
         }
+        if self._given_batch_input_shape is not None:
+            config["batch_input_shape"] = self._given_batch_input_shape
         if self.lora_rank:
             config["lora_rank"] = self.lora_rank
             config["lora_alpha"] = self.lora_alpha
@@ -384,10 +410,6 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
     def from_config(cls, config):
         """Builds the layer from a Keras 3 config, ours, or a Keras 2 one."""
         config = dict(config)
-        if "input_shape" in config:
-            # Keras 3's legacy loader renames Keras 2's `batch_input_shape`
-            # (batch dim included) to `input_shape`; no config of ours has it.
-            config["batch_input_shape"] = config.pop("input_shape")
         config["quantization_config"] = keras.saving.deserialize_keras_object(
             config.get("quantization_config")
         )

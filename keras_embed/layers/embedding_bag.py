@@ -106,6 +106,7 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
     # such as `swap` and the Sequential input rules, leaves it alone.)
     build = Embedding.build
     embeddings = Embedding.embeddings
+    supports_jit = Embedding.supports_jit  # No XLA under jit_compile="auto".
     _regularizes_rows = Embedding._regularizes_rows
     _table_rows = Embedding._table_rows
     _set_initial_weights = Embedding._set_initial_weights

@@ -24,14 +24,27 @@ TensorFlow's layout, our sentence still in them.
 import codecs
 import re
 
-# Our check's Assert prints its one string as "[...]"; it starts thus.
-_OUR_ASSERT = re.compile(r"assertion failed: \[(Embedding layer \\'.*?)\]$", re.M)
+from keras_embed.layers.ids import CHECK_OP_NAME
+
+# Our check's Assert prints its one string as "[...]"; it starts thus, and
+# TensorFlow names the failing node on the next line. Only an Assert named
+# by our check counts: a user's own Assert worded like ours is left alone.
+_OUR_ASSERT = re.compile(
+    r"assertion failed: \[(Embedding layer \\'.*?)\]\n\t \[\[\{\{node ([^}]*)\}\}", re.M
+)
 
 
 def headline(message):
-    """The sentence of our check in a graph error message, or `None`."""
+    """The sentence of our check in a graph error message, or `None`.
+
+    `None` too for an `Assert` that says what ours says but is not ours
+    (its node is not named `CHECK_OP_NAME`).
+    """
     found = _OUR_ASSERT.search(message)
     if found is None:
+        return None
+    node = found.group(2).split("/")
+    if len(node) < 2 or node[-2] != CHECK_OP_NAME:
         return None
     # The Assert op wrote the sentence C-escaped (quotes, non-ASCII bytes).
     escaped = found.group(1).encode("ascii", "backslashreplace")

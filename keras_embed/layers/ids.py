@@ -3,9 +3,10 @@
 Stock Keras wraps negative ids to the last rows, truncates 1.7 to 1, accepts
 booleans, and on GPU looks up zeros for ids >= input_dim. `checked` refuses
 each of these, in eager calls and in graphs alike (`tf.function`, `fit`,
-`predict`, `evaluate`, exported SavedModels), on every device: in a graph the
-check is an op (an `Assert` on a `reduce_max`), not a Python `if`, so it
-travels with the graph.
+`predict`, `evaluate`, exported SavedModels): in a graph the check is an op
+(an `Assert` on a `reduce_max`), not a Python `if`, so it travels with the
+graph and does not depend on the device. Only CPU was run: no GPU was
+available to this project, so the checks have not been run on a GPU.
 
 Cost: for integer ids, one reduce_max over the ids viewed as unsigned (a
 negative id is then larger than any `input_dim`), against a gather that
@@ -17,7 +18,10 @@ function: TensorFlow compiles `Assert` to nothing, and XLA's gather clamps
 out-of-range ids to row 0 or row `input_dim - 1`. There `checked` adds no
 assert, and `nan_rows_for_bad_ids` turns the rows looked up for bad ids into
 NaN, so that a bad id shows in the output and the loss rather than looking
-up a plausible wrong row.
+up a plausible wrong row. Keras's default `jit_compile="auto"` never
+compiles a model holding our layer with XLA (`jit_default`), so only an
+explicit `jit_compile=True` gets NaN rows; our optimizers then skip the
+step (`keras_embed.optimizers.finite_steps`).
 """
 
 import numpy as np
@@ -25,6 +29,11 @@ import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
 
 from keras_embed.layers.errors import complete_error
+
+# The name of our check's `Assert` ops: `graph_errors` moves a graph error's
+# sentence first only when the failing node has it, so that a user's own
+# `Assert` worded like ours is left alone.
+CHECK_OP_NAME = "keras_embed_check_ids"
 
 _STRING_HINT = (
     " To look up words or other strings, map them to ids first with "
@@ -217,7 +226,7 @@ def _integer_check(values, input_dim, layer_name):
     before, outside, _ = _sentence_parts(layer_name, input_dim)
     # All-string data: Assert then needs no cond to guard it.
     message = tf.strings.join([before, tf.strings.format("{}", offending), outside])
-    return tf.debugging.Assert(ok, [message], name="check_ids")
+    return tf.debugging.Assert(ok, [message], name=CHECK_OP_NAME)
 
 
 def _float_check(values, input_dim, layer_name):
@@ -241,7 +250,7 @@ def _float_check(values, input_dim, layer_name):
         ending = tf.where(tf.equal(tf.floor(first), first), outside, fractional)
         message = tf.strings.join([before, tf.strings.format("{}", first), ending])
         with tf.control_dependencies(
-            [tf.debugging.Assert(False, [message], name="check_ids")]
+            [tf.debugging.Assert(False, [message], name=CHECK_OP_NAME)]
         ):
             return tf.constant(False)
 

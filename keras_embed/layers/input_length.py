@@ -142,14 +142,14 @@ def install_sequential_input(layer_class):
 
     def build(model, input_shape=None):
         first = model._layers[0] if model._layers else None
+        shape = _batch_shape_or_none(input_shape)
         if (
             getattr(first, "_keras_embed_automatic", False)
-            and isinstance(input_shape, (list, tuple))
-            and all(d is None or isinstance(d, int) for d in input_shape)
-            and tuple(input_shape) != first.batch_shape
+            and shape is not None
+            and shape != first.batch_shape
         ):
             model._layers[0] = keras.layers.InputLayer(
-                batch_shape=tuple(input_shape), dtype="int32"
+                batch_shape=shape, dtype="int32"
             )
         return stock_build(model, input_shape)
 
@@ -158,3 +158,16 @@ def install_sequential_input(layer_class):
         wrapper.__wrapped__ = stock
     keras.Sequential.add = add
     keras.Sequential.build = build
+
+
+def _batch_shape_or_none(input_shape):
+    """`input_shape` as a tuple of ints and None, for every form stock's
+    `Sequential.build` takes (tuples, lists, `tf.TensorShape`, NumPy
+    integers); `None` for anything else (left to stock)."""
+    if input_shape is None:
+        return None
+    try:
+        dims = tf.TensorShape(input_shape).as_list()
+    except (TypeError, ValueError):
+        return None
+    return tuple(dims)

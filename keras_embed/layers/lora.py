@@ -12,8 +12,11 @@ enabling LoRA leaves the outputs unchanged until training moves it.
 
 Saving merges the delta into the table and leaves the LoRA matrices out, so
 the file has the layout of a layer without LoRA: it loads into one, or into
-stock `keras.layers.Embedding`. Loading into a layer with LoRA enabled sets
-its LoRA matrices to zeros (the file's table already holds their delta).
+stock `keras.layers.Embedding`. Loading into a layer with LoRA enabled gives
+`lora_embeddings_a` fresh values from its initializer and sets
+`lora_embeddings_b` to zeros: the delta is zero (the file's table already
+holds it), and training moves it again (stock Keras zeroes both, which
+leaves both gradients zero for good).
 """
 
 import tensorflow as tf
@@ -21,6 +24,7 @@ from keras import initializers
 from keras import ops
 
 from keras_embed.layers import config_checks
+from keras_embed.layers.table_reads import mark_layer_variables
 
 
 class LoraMixin:
@@ -89,10 +93,12 @@ class LoraMixin:
         self._tracker.unlock()
         # Float32 whatever the policy: a low-precision delta would underflow
         # as it trains. Saving merges it in the table's own dtype.
+        # Kept: a reload draws `lora_embeddings_a` from it again.
+        self._lora_a_initializer = initializers.get(a_initializer)
         self.lora_embeddings_a = self.add_weight(
             name="lora_embeddings_a",
             shape=(self.input_dim, rank),
-            initializer=initializers.get(a_initializer),
+            initializer=self._lora_a_initializer,
             dtype="float32",
             regularizer=self.embeddings_regularizer,
         )
@@ -107,6 +113,7 @@ class LoraMixin:
         if was_locked:
             self._tracker.lock()
         self.lora_enabled = True
+        mark_layer_variables(self)
         self.lora_rank = int(rank)
         self.lora_alpha = lora_alpha if lora_alpha is not None else self.lora_rank
 
@@ -127,6 +134,13 @@ class LoraMixin:
         return self._lora_scale * ops.matmul(rows_a, self.lora_embeddings_b)
 
     def _reset_lora(self):
-        """Sets the LoRA matrices to zeros: the delta becomes zero."""
-        for variable in (self.lora_embeddings_a, self.lora_embeddings_b):
-            variable.assign(ops.zeros(variable.shape, variable.dtype))
+        """After a load: `lora_embeddings_a` from its initializer, `b` zeros.
+
+        The delta is then zero (the loaded table holds it), and the
+        gradient of `b` is not (it is `a`'s rows times the output's), so
+        training moves the delta again. Zeros in both would leave both
+        gradients zero for good.
+        """
+        a, b = self.lora_embeddings_a, self.lora_embeddings_b
+        a.assign(self._lora_a_initializer(a.shape, a.dtype))
+        b.assign(ops.zeros(b.shape, b.dtype))

@@ -45,3 +45,24 @@ def mark_updated_by_rows(variable):
 def is_updated_by_rows(variable):
     """Whether `mark_updated_by_rows(variable)` was called."""
     return getattr(variable, _UPDATED_BY_ROWS, False)
+
+
+# Set on every variable of a keras_embed layer: LazyAdam warns when it
+# writes rows of a variable without it (stock `keras.layers.Embedding`'s
+# table, which that layer reads densely, copying it whole after row writes).
+_OURS = "_keras_embed_layer_variable"
+
+
+def mark_layer_variables(layer):
+    """Marks each of `layer`'s variables (each shard of a sharded one) as
+    read by a keras_embed layer, which reads a row-written table by rows."""
+    for variable in layer.weights:
+        setattr(variable, _OURS, True)
+        inner = getattr(variable, "value", None)
+        for shard in getattr(inner, "variables", ()):  # ShardedVariable
+            setattr(shard, _OURS, True)
+
+
+def is_layer_variable(variable):
+    """Whether `mark_layer_variables` marked `variable`."""
+    return getattr(variable, _OURS, False)

@@ -34,6 +34,19 @@ class LazyAdam(RowSparseOptimizer):
     row moves less than under Adam. This is the trade made by TF Addons' and
     Keras 2 era `LazyAdam`s, and it usually trains embeddings as well.
 
+    With stock `keras.layers.Embedding` the update is by rows too, but not
+    the step: that layer reads its whole table (a dense read, then a
+    gather), and after row writes TensorFlow copies the whole table on each
+    dense read. Measured for issue 11 at B=256x200, D=64: 98 ms a step at 1M
+    rows and 176 ms at 4M with the stock layer, 61 and 42 ms with ours.
+    LazyAdam warns once when it writes rows of a table read by a layer that
+    is not ours; `keras_embed.swap(model)` switches the model to ours.
+
+    A step whose gradients are not all finite is skipped: no weight, slot or
+    step count changes (see `keras_embed.optimizers.finite_steps`). Under
+    `jit_compile=True` a bad id gets NaN rows, and one step of a stock
+    optimizer would make every weight NaN.
+
     Other options, applied to a sparse gradient:
 
     - `weight_decay`: decoupled, as in Keras (`w -= w * weight_decay * lr`

@@ -10,14 +10,17 @@ only the rows in the slices, so a step costs as much as the batch is large,
 and gives dense gradients its Keras counterpart's update.
 """
 
+import warnings
 import weakref
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_embed.layers.table_reads import is_layer_variable
 from keras_embed.layers.table_reads import is_updated_by_rows
 from keras_embed.layers.table_reads import mark_updated_by_rows
+from keras_embed.optimizers.finite_steps import apply_if_finite
 
 
 def summed_duplicates(slices):
@@ -81,7 +84,12 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
     after an all-reduce joined several replicas' rows), unscales
     `loss_scale_factor`, clips as Keras clips the dense gradient, and applies
     `weight_decay` lazily (only to the looked-up rows) before the update;
-    then it writes the new rows with one scatter-update.
+    then it writes the new rows with one scatter-update. A step whose
+    gradients are not all finite is skipped: no weight, slot or step count
+    changes (`keras_embed.optimizers.finite_steps`; under `jit_compile=True`
+    a bad id gets NaN rows, and one step of a stock optimizer would make
+    every weight NaN). It warns once when it writes rows of a table that a
+    layer other than ours reads densely (stock `keras.layers.Embedding`).
 
     Example:
 
@@ -135,6 +143,16 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
             summed_duplicates(g) if isinstance(g, tf.IndexedSlices) else g
             for g in grads
         ]
+        if not self.built and trainable_variables is not None:
+            # Here, not in the step's `tf.cond`, where no variable can be made.
+            self.build(list(trainable_variables))
+        # A step whose gradients are not all finite (under XLA, a bad id's
+        # NaN rows) changes nothing: see keras_embed.optimizers.finite_steps.
+        apply_if_finite(self._apply_checked, grads, trainable_variables)
+        return self.iterations
+
+    def _apply_checked(self, grads, trainable_variables):
+        scale = self.loss_scale_factor
         if scale is None:
             return super().apply(grads, trainable_variables)
         self.loss_scale_factor = None
@@ -180,6 +198,7 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
                 index, ops.cast(gradient, variable.dtype), variable, lr
             )
             return
+        self._warn_if_read_densely(self._trainable_variables[index])
         # `apply` summed each replica's repeated ids; with several replicas,
         # the all-reduce between `apply` and here joins their rows, so an id
         # looked up on two replicas comes twice.
@@ -196,6 +215,28 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
         # A scatter-update of new rows, not a scatter-sub of the step: TF's
         # CPU scatter-sub is several times slower than a gather plus an update.
         self.assign(variable, tf.IndexedSlices(new_rows, rows))
+
+    def _warn_if_read_densely(self, variable):
+        """Once per optimizer, at trace time: a row-written table read whole
+        (the table of `keras.layers.Embedding` or a subclass: a Keras
+        variable named "embeddings" that no keras_embed layer owns)."""
+        if (
+            is_layer_variable(variable)
+            or not isinstance(variable, keras.Variable)
+            or variable.name != "embeddings"
+            or getattr(self, "_warned_dense_read", False)
+        ):
+            return
+        self._warned_dense_read = True
+        warnings.warn(
+            f"{type(self).__name__} updates rows of '{variable.path}', but its "
+            "layer reads it densely: after row updates TensorFlow copies the "
+            "whole table on each such read, so a step costs as much as the "
+            "table is large, not the batch. keras_embed.Embedding reads only "
+            "the rows it looks up: `model = keras_embed.swap(model)` switches "
+            "the model's keras.layers.Embedding layers to it.",
+            stacklevel=2,
+        )
 
     def update_rows(self, index, rows, gradient, variable_rows, learning_rate):
         """The new `variable_rows`; updates the slots' `rows`. Subclasses."""

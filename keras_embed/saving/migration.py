@@ -21,6 +21,7 @@ import numpy as np
 
 from keras_embed.layers.embedding import Embedding
 from keras_embed.layers.embedding_bag import EmbeddingBag
+from keras_embed.saving import layer_copy
 
 STOCK = "keras.layers.Embedding"
 OURS = "keras_embed.Embedding"
@@ -257,7 +258,7 @@ def _replace(model, source, convert, verb):
         else:
             new_layer = _clone_wrapper(layer, source, convert, target, notes)
         if new_layer is None:
-            new_layer = layer.__class__.from_config(layer.get_config())
+            new_layer = layer_copy.fresh_copy(layer)
         pairs.append((layer, new_layer))
         return new_layer
 
@@ -345,7 +346,13 @@ def _is_functional(model):
 
 
 def _copy_weights(old_layer, new_layer):
-    if isinstance(old_layer, keras.Model) or not getattr(old_layer, "weights", None):
+    if isinstance(old_layer, keras.Model):
+        return
+    if type(old_layer) is type(new_layer) and layer_copy.keeps_state_outside_weights(old_layer):
+        # Lookup tables, adapted statistics: as a .keras file carries them.
+        layer_copy.copy_state(old_layer, new_layer)
+        return
+    if not getattr(old_layer, "weights", None):
         return
     new_layer.set_weights(old_layer.get_weights())
 

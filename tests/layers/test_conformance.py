@@ -64,8 +64,23 @@ def _whole_valid_ids(shape, *args, **kwargs):
     return tf.random.uniform(shape, 0, 10, dtype="int32")
 
 
+def _stock_build_refused(*args, **kwargs):
+    raise AssertionError("stock keras.layers.Embedding was built")
+
+
 class EmbeddingTest(stock_suite.EmbeddingTest):
     """Keras's `EmbeddingTest`, with `layers.Embedding` bound to ours."""
+
+    def setUp(self):
+        # Every case runs on our layer: building stock's fails the case, and
+        # the binding is checked before it starts.
+        super().setUp()
+        assert stock_suite.layers.Embedding is keras_embed.Embedding
+        guard = mock.patch.object(
+            keras.layers.Embedding, "build", side_effect=_stock_build_refused
+        )
+        guard.start()
+        self.addCleanup(guard.stop)
 
     # The stock body, unchanged, but for one input. Its export check feeds
     # `tf.random.normal((32, 3))` as ids: stock truncates them toward zero and
@@ -81,17 +96,17 @@ class EmbeddingTest(stock_suite.EmbeddingTest):
             super().test_quantize_lora_integration_int4()
 
 
-def test_stock_layer_is_never_used():
-    """The binding holds: a case runs on our layer, never on stock's."""
-    with mock.patch.object(
-        keras.layers.Embedding,
-        "build",
-        side_effect=AssertionError("stock keras.layers.Embedding was built"),
-    ):
-        case = EmbeddingTest("test_correctness")
-        case.setUp()
-        case.test_correctness()
-    assert stock_suite.layers.Embedding is keras_embed.Embedding
+@pytest.mark.parametrize("name", ["test_correctness", "test_sparse", "test_masking"])
+def test_a_case_run_on_stock_layer_fails(name, monkeypatch):
+    """The guard in `setUp` covers every case: with the binding broken
+    (stock's layer in place of ours), any case fails."""
+    monkeypatch.setattr(stock_suite.layers, "Embedding", keras.layers.Embedding, raising=False)
+    result = EmbeddingTest(name).run()
+    assert not result.wasSuccessful()
+    (failure,) = result.failures + result.errors
+    assert "AssertionError" in failure[1]
+    monkeypatch.undo()
+    assert EmbeddingTest(name).run().wasSuccessful()
 
 
 def test_every_stock_case_is_collected(request):

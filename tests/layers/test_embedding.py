@@ -129,7 +129,17 @@ def test_regularizer_and_constraint_behave_as_stock(rng):
     ours(ids), stock(ids)
     np.testing.assert_allclose(ours.losses[0], stock.losses[0], rtol=1e-6)
     np.testing.assert_allclose(ours.losses[0], 0.1 * np.sum(ours.embeddings.numpy() ** 2), rtol=1e-6)
-    assert ours.embeddings.constraint is ours.embeddings_constraint
+    # The constraint is applied after each optimizer step, as stock's: rows
+    # of the random N(0, 1) table whose norm is above 1 come back to norm 1.
+    table = ours.embeddings.numpy()
+    assert (np.linalg.norm(table, axis=1) > 1.0).any()
+    for layer in (ours, stock):
+        optimizer = keras.optimizers.SGD(0.1)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(ids))
+        optimizer.apply(tape.gradient(loss, layer.trainable_weights), layer.trainable_weights)
+    np.testing.assert_allclose(ours.embeddings.numpy(), stock.embeddings.numpy(), rtol=1e-6)
+    assert np.linalg.norm(ours.embeddings.numpy(), axis=1).max() <= 1.0 + 1e-6
 
 
 # Masking.

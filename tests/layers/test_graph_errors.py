@@ -12,7 +12,7 @@ def test_headline_is_the_unescaped_sentence_of_our_assert():
     message = (
         "assertion failed: [Embedding layer \\'user_ids\\' received id 12, which is "
         "outside the valid range [0, input_dim) = [0, 10).]\n"
-        "\t [[{{node sequential/user_ids/check_ids/Assert}}]]"
+        "\t [[{{node sequential/user_ids/keras_embed_check_ids/Assert}}]]"
     )
     assert graph_errors.headline(message) == (
         "Embedding layer 'user_ids' received id 12, which is outside the valid "

@@ -178,8 +178,11 @@ def test_loading_into_a_lora_layer_zeroes_its_delta(tmp_path, rng):
     plain.save_weights(path)
     model = model_with(ours)
     model.load_weights(path)
-    assert not np.any(ours.lora_embeddings_a.numpy())
+    # B zeros: the delta is zero. A fresh from he_uniform (not zeros, so
+    # that B's gradient is not zero; see test_lora_reload.py).
     assert not np.any(ours.lora_embeddings_b.numpy())
+    a = ours.lora_embeddings_a.numpy()
+    assert np.count_nonzero(a) == a.size and np.abs(a).max() <= np.sqrt(6 / V)
     ids = rng.integers(0, V, size=(4, 3))
     np.testing.assert_array_equal(model.predict(ids, verbose=0), plain.predict(ids, verbose=0))
 

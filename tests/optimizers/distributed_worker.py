@@ -371,7 +371,7 @@ def run_parameter_server(out_file):
         ),
     )
     coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
-    results = {}
+    results = table_size_checks(strategy)
     for name in ("sgd", "lazy_adam"):
         with strategy.scope():
             layer = keras_embed.Embedding(VOCABULARY, DIM, name="table")
@@ -400,6 +400,32 @@ def run_parameter_server(out_file):
         coordinator.join()
         results[f"{name}/trained"] = np.concatenate([s.numpy() for s in shards])
     np.savez(out_file, **results)
+
+
+# Tables of 6M and 12M rows x 128 float32 (3.1 and 6.1 GB), against this
+# machine's memory pretended to be 2 GB. Only constructors run: nothing is
+# allocated.
+SIZE_CHECKS = (("whole/6M", None, 6_000_000), ("sharded/6M", "strategy", 6_000_000),
+               ("sharded/12M", "strategy", 12_000_000))
+
+
+def table_size_checks(strategy):
+    """The table-size check's verdicts: "ok", or its error's message."""
+    from unittest import mock
+
+    from keras_embed.layers import config_checks
+
+    results = {}
+    with mock.patch.object(config_checks, "available_memory_bytes", return_value=2 * 10**9):
+        for key, where, rows in SIZE_CHECKS:
+            scope = strategy.scope() if where else tf.distribute.get_strategy().scope()
+            with scope:
+                try:
+                    keras_embed.Embedding(rows, 128, name="huge")
+                    results[f"size_check/{key}"] = np.array("ok")
+                except ValueError as error:
+                    results[f"size_check/{key}"] = np.array(str(error))
+    return results
 
 
 def _job_and_task(device):

@@ -321,6 +321,24 @@ def parameter_server(tmp_path_factory):
 PARAMETER_SERVER_OPTIMIZERS = ("sgd", "lazy_adam")
 
 
+def test_parameter_server_table_size_is_checked_per_shard(parameter_server):
+    """With this machine's memory pretended to be 2 GB: a 3.1 GB table is
+    refused outside the strategy, taken split in 2 shards of 1.5 GB (the
+    coordinator holds none of it), and 6.1 GB in 2 shards is refused."""
+    assert str(parameter_server["size_check/whole/6M"]).startswith(
+        "Embedding layer 'huge': a table of (input_dim, output_dim) = (6000000, 128) "
+        "float32 values needs 3.1 GB, more than the 2.0 GB of memory available."
+    )
+    assert str(parameter_server["size_check/sharded/6M"]) == "ok"
+    assert str(parameter_server["size_check/sharded/12M"]) == (
+        "Embedding layer 'huge': a table of (input_dim, output_dim) = (12000000, 128) "
+        "float32 values split by rows into 2 shards (the ParameterServerStrategy's "
+        "variable partitioner) needs 3.1 GB for its largest shard, more than the "
+        "2.0 GB of memory available on this machine. Split it into more shards, or "
+        "use a smaller input_dim or output_dim."
+    )
+
+
 @pytest.mark.parametrize("optimizer", PARAMETER_SERVER_OPTIMIZERS)
 def test_parameter_server_strategy_splits_table_and_slots_by_rows(
     parameter_server, optimizer
