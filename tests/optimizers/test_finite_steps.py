@@ -37,8 +37,15 @@ def test_stock_adam_under_xla_makes_every_weight_nan():
     assert np.isnan(model.predict(GOOD, verbose=0)).all()
 
 
-def test_lazy_adam_under_xla_skips_the_step_and_keeps_the_weights():
-    model = _classifier(LazyAdam(0.1), jit_compile=True)
+@pytest.mark.parametrize("make", [
+    lambda: LazyAdam(0.1),
+    lambda: keras_embed.optimizers.Adagrad(0.1),
+    lambda: keras_embed.optimizers.RowWiseAdagrad(0.1),
+    lambda: keras_embed.optimizers.Ftrl(0.1),
+    lambda: keras_embed.optimizers.SGD(0.1, momentum=0.9),
+], ids=["LazyAdam", "Adagrad", "RowWiseAdagrad", "Ftrl", "SGD"])
+def test_our_optimizers_under_xla_skip_the_step_and_keep_the_weights(make):
+    model = _classifier(make(), jit_compile=True)
     assert model.jit_compile is True
     model.fit(GOOD, Y, verbose=0)  # Builds the optimizer; one real step.
     before = [w.numpy() for w in model.weights]
