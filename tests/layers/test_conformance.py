@@ -87,11 +87,20 @@ class EmbeddingTest(stock_suite.EmbeddingTest):
     # wraps the negative ones to the last rows. Our layer refuses ids that are
     # not whole numbers in [0, input_dim) (keras_embed/ids.py), by design, so
     # there the check gets random valid ids; everything else runs as written.
+    #
+    # These two cases also assert that one epoch (2 SGD steps, from
+    # lora_embeddings_b = 0) moves lora_embeddings_a. A's only update, on the
+    # second step, is about 1e-7 against values near 0.5, a few float32
+    # ulps: over 12 seeds the largest change was 0.9e-7 to 5.4e-7, and an
+    # unlucky draw of the unseeded ids and targets rounds it to nothing (seen
+    # in full runs; stock's layer computes the same update). So they run seeded.
     def test_quantize_lora_integration_int8(self):
+        keras.utils.set_random_seed(0)
         with mock.patch.object(tf.random, "normal", _whole_valid_ids):
             super().test_quantize_lora_integration_int8()
 
     def test_quantize_lora_integration_int4(self):
+        keras.utils.set_random_seed(0)
         with mock.patch.object(tf.random, "normal", _whole_valid_ids):
             super().test_quantize_lora_integration_int4()
 
