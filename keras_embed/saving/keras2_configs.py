@@ -6,7 +6,7 @@ Keras 3's legacy loader already turns `batch_input_shape`, Keras 2's
 `axis` lists and initializer names into their Keras 3 forms. On top of it:
 
 - `Embedding` configs are read as `keras_embed.Embedding`, which keeps
-  `input_length` (stock Keras 3 drops it);
+  `input_length` (stock Keras 3 drops it) and `batch_input_shape`;
 - `LSTM` and `GRU` configs lose `time_major`, which Keras 2 wrote in every
   one and Keras 3 rejects;
 - a `Lambda` layer's saved lambda is read in Keras 3's form, so that
@@ -33,13 +33,27 @@ def custom_objects(user_objects=None):
     """The custom objects a Keras 2 config is loaded with: ours, then
     `user_objects` (which win)."""
     objects = {
-        "Embedding": Embedding,
+        "Embedding": _Keras2Embedding,
         "LSTM": _without_time_major(keras.layers.LSTM),
         "GRU": _without_time_major(keras.layers.GRU),
         "Lambda": _Keras2Lambda,
     }
     objects.update(user_objects or {})
     return objects
+
+
+class _Keras2Embedding:
+    """A stand-in for `keras_embed.Embedding` whose `from_config` gives back
+    Keras 2's `batch_input_shape` its name: Keras 3's legacy loader renames
+    it `input_shape`, batch dim included, and our `input_shape` (as Keras
+    2's constructor argument) has none."""
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if "input_shape" in config and "batch_input_shape" not in config:
+            config["batch_input_shape"] = config.pop("input_shape")
+        return Embedding.from_config(config)
 
 
 def _without_time_major(layer_class):

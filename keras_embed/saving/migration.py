@@ -213,9 +213,11 @@ def _to_stock(layer):
     config = layer.get_config()
     kept = {k: v for k, v in config.items() if k in allowed}
     # Settings left at their defaults lose nothing; only the others are news.
+    # Neither does `batch_input_shape`: the model's input keeps that shape
+    # (a Sequential's input is kept; a functional model has its own).
     dropped = {
         k: v for k, v in config.items()
-        if k not in allowed and v != defaults.get(k)
+        if k not in allowed and k != "batch_input_shape" and v != defaults.get(k)
     }
     return keras.layers.Embedding.from_config(kept), dropped
 

@@ -97,6 +97,28 @@ class _nothing:
         return False
 
 
+def test_an_embeddings_keras2_batch_input_shape_is_kept_as_written():
+    # Keras 2 wrote `batch_input_shape` (batch dim included) into each layer's
+    # config; Keras 3's legacy reader renames it `input_shape`, keeping the
+    # batch dim, which our rule for `input_shape` (no batch dim) must not read.
+    model = loaded("recommender")
+    for name in ("user_embedding", "item_embedding"):
+        assert model.get_layer(name).get_config()["batch_input_shape"] == (None, None)
+    # And where it shapes the model: a Keras 2 Sequential led by
+    # Embedding(input_shape=(6,)), through the .h5 path's same adaptations.
+    from keras_embed.saving import keras2_configs
+
+    layer_config = {"class_name": "Embedding", "config": {
+        "name": "words", "input_dim": 50, "output_dim": 4, "batch_input_shape": [None, 6]}}
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        layer_config, {"class_name": "Flatten", "config": {"name": "f"}}]}}
+    from keras.src.legacy.saving import saving_utils  # Keras 3's reader of Keras 2 configs
+
+    sequential = saving_utils.model_from_config(config, custom_objects=keras2_configs.custom_objects())
+    assert sequential.input_shape == (None, 6) and sequential.output_shape == (None, 24)
+    assert sequential.layers[0].get_config()["batch_input_shape"] == (None, 6)
+
+
 def test_imdb_keeps_input_length_mask_and_the_adam_state():
     path, data, inputs = fixture("imdb")
     model = loaded("imdb")

@@ -382,3 +382,12 @@ def test_unswap_refuses_an_embedding_bag_and_says_what_to_do():
     batch = np.array([[1, 2, 0, 0], [0, 0, 0, 0]])
     np.testing.assert_array_equal(swapped.predict(batch, verbose=0), model.predict(batch, verbose=0))
     assert type(swapped.layers[1].layers[0]) is keras_embed.EmbeddingBag
+
+
+def test_unswap_keeps_a_batch_input_shape_in_the_models_input_and_says_nothing():
+    model = keras.Sequential([keras_embed.Embedding(10, 2, batch_input_shape=(None, 4))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MigrationWarning)
+        stock = keras_embed.unswap(model)
+    assert type(stock.layers[0]) is keras.layers.Embedding
+    assert stock.input_shape == model.input_shape == (None, 4)

@@ -160,7 +160,7 @@ def test_main_parses_its_arguments(monkeypatch, capsys):
     assert seen == {"quick": True, "output": "somewhere", "sections": benchmark.SECTIONS}
     assert benchmark.main([]) == 0
     assert seen == {"quick": False, "output": os.path.join("benchmarks", "results"),
-                    "sections": ("lookup", "training", "optimizers")}
+                    "sections": ("lookup", "training", "optimizers", "bags")}
     assert "Floors" not in capsys.readouterr().out
     assert benchmark.main(["--sections", "optimizers", "lookup"]) == 0
     assert seen["sections"] == ["optimizers", "lookup"]
