@@ -14,6 +14,9 @@ import pytest  # noqa: E402
 import keras_embed  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+# The scripts that wrote the fixtures are not tests, and need the tools that
+# wrote them (gensim, tf-keras): `--doctest-modules` must not import them.
+collect_ignore = ["fixtures"]
 
 
 @pytest.fixture
