@@ -195,12 +195,34 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
         shape = tf.shape(ids, out_type=tf.int64)
         bags = tf.reduce_prod(shape[:-1])
         by_bag = tf.reshape(ids, [-1, shape[-1]])
-        positions = tf.where(tf.not_equal(by_bag, 0))  # In row-major order.
-        rows = self._look_up(tf.gather_nd(by_bag, positions))
+        # With no padding at all (every bag full), listing the ids costs more
+        # than it saves: every id is looked up and each bag summed along its
+        # axis, as without `mask_zero` (README, "Bags of ids": 1.3x faster
+        # there). The lookup stays outside the `tf.cond`, so that a rows
+        # regularizer's `add_loss` is not made inside a branch.
+        padded = tf.reduce_any(tf.equal(by_bag, 0))
+        positions = tf.cond(  # In row-major order.
+            padded, lambda: tf.where(tf.not_equal(by_bag, 0)),
+            lambda: tf.zeros([0, 2], tf.int64))
+        rows = self._look_up(tf.cond(
+            padded, lambda: tf.gather_nd(by_bag, positions),
+            lambda: tf.reshape(by_bag, [-1])))
         if weights is not None:
             weights = self._dense_weights(weights, ids, rows.dtype)
-            weights = tf.gather_nd(tf.reshape(weights, tf.shape(by_bag)), positions)
-        outputs = by_segments(self.combiner, rows, positions[:, 0], bags, weights, None, True, False)
+            weights = tf.reshape(weights, tf.shape(by_bag))
+
+        def listed():
+            listed_weights = None
+            if weights is not None:
+                listed_weights = tf.gather_nd(weights, positions)
+            return by_segments(self.combiner, rows, positions[:, 0], bags,
+                               listed_weights, None, True, False)
+
+        def full():
+            by_row = tf.reshape(rows, tf.concat([tf.shape(by_bag), [-1]], 0))
+            return along_last_axis(self.combiner, by_row, by_bag, weights, False, False)
+
+        outputs = tf.cond(padded, listed, full)
         outputs = tf.reshape(outputs, tf.concat([shape[:-1], [self.output_dim]], 0))
         outputs.set_shape(ids.shape[:-1].concatenate([self.output_dim]))
         return outputs

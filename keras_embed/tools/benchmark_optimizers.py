@@ -82,13 +82,48 @@ def measure_optimizers(rows, repeats, rng, batch, length, width):
     together = rows <= STOCK_UP_TO and needed < 0.8 * (available_memory_bytes() or 8 * GIB)
     seconds, held, step_peak = time_training(built, ids, targets, repeats, together)
     unique = int(tf.size(tf.unique(tf.reshape(ids, [-1]))[0]))
+    row_access = None
+    if rows == 1_000_000:  # where the byte floor is checked
+        row_access = lazy_adam_row_seconds(rows, width, ids, repeats)
     return {
         "rows": rows, "width": width, "median_s": seconds, "interleaved": together,
         "repeats": repeats, "unique_ids": unique, "table_bytes": table,
         "held_bytes": held, "step_peak_bytes": step_peak,
         "peak_bytes": {name: held[name] + step_peak[name] for name in built},
         "lazy_adam_bytes_floor": lazy_adam_bytes(batch * length, unique, width),
+        "lazy_adam_row_s": row_access,
     }
+
+
+def lazy_adam_row_seconds(rows, width, ids, repeats):
+    """Median seconds of the row reads and writes of a LazyAdam step alone:
+    the lookup of `ids`, then the unique ids' rows of the table and of both
+    moments read and written back, on tables of `rows` rows that a row
+    write has put in TensorFlow's row-written mode, as training does.
+
+    Rows of 256 bytes read at random from tables of hundreds of MB cost far
+    more per byte than a copy (cache and TLB misses): this is what the step
+    cannot go below without another kernel, whatever its arithmetic.
+    """
+    import tensorflow as tf
+
+    from keras_embed.tools.benchmark import interleaved
+
+    flat = tf.reshape(ids, [-1])
+    unique = tf.unique(flat)[0]
+    tables = [tf.Variable(tf.zeros((rows, width))) for _ in range(3)]
+    for table in tables:
+        table.scatter_update(tf.IndexedSlices(tf.zeros((1, width)), unique[:1]))
+
+    @tf.function(autograph=False)
+    def row_reads_and_writes():
+        looked_up = tf.gather(tables[0], flat)
+        for table in tables:
+            table.scatter_update(tf.IndexedSlices(tf.gather(table, unique), unique))
+        return looked_up
+
+    row_reads_and_writes()
+    return interleaved({"rows": row_reads_and_writes}, repeats)["rows"]
 
 
 def lazy_adam_bytes(ids, unique, width):
@@ -169,4 +204,15 @@ def format_optimizer_tables(results):
         peaks = [f"{r['peak_bytes'][name] / GIB:.2f}" if name in r["peak_bytes"] else "-"
                  for r in optimizer_results]
         lines.append(f"| {name} | " + " | ".join(times) + " | " + " | ".join(peaks) + " |")
+    at_1m = [r for r in optimizer_results if r["rows"] == 1_000_000 and r.get("lazy_adam_row_s")]
+    if at_1m:
+        r = at_1m[0]
+        floor_bytes = r["lazy_adam_bytes_floor"]
+        copy = results["bandwidth"]["copy_gb_per_s"]
+        lines += ["", (
+            f"LazyAdam at V=1M: step {r['median_s']['ours + LazyAdam'] * 1e3:.1f} ms; it must "
+            f"move {floor_bytes / 1e6:.0f} MB, {floor_bytes / (copy * 1e9) * 1e3:.1f} ms at "
+            f"this run's copy bandwidth ({copy:.1f} GB/s); its row reads and writes alone "
+            f"(the lookup, then the table's and both moments' rows read and written) take "
+            f"{r['lazy_adam_row_s'] * 1e3:.1f} ms.")]
     return "\n".join(lines)

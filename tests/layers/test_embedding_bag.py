@@ -120,6 +120,41 @@ def test_xla_reduces_padded_bags_by_hand_too(kind, combiner):
     )
 
 
+@pytest.mark.parametrize("combiner, weighted", [
+    ("sum", False), ("mean", False), ("mean", True), ("sqrtn", True), ("max", False),
+])
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_full_bags_with_mask_zero_reduced_by_hand(combiner, weighted, graph):
+    # Dense bags with no padding at all take another way than bags with
+    # some (every id looked up, bags summed along their axis): same numbers.
+    full = [[3, 7, 1], [5, 5, 11], [4, 2, 9], [10, 6, 8]]
+    rng = np.random.default_rng(4)
+    weights = rng.uniform(0.5, 2.0, (len(full), 3)).astype("float32")
+    upstream = rng.normal(size=(len(full), D)).astype("float32")
+    layer, table = bag_layer(combiner, mask_zero=True)
+
+    def run(ids, weights):
+        with tf.GradientTape() as tape:
+            out = layer(ids, weights) if weighted else layer(ids)
+            loss = tf.reduce_sum(out * upstream)
+        return out, tape.gradient(loss, layer.embeddings.value)
+
+    run = tf.function(run) if graph else run
+    out, gradient = run(tf.constant(full), tf.constant(weights))
+    hand_weights = weights if weighted else np.ones_like(weights)
+    expected_out, expected_grad = by_hand(table, full, hand_weights, combiner, True, upstream)
+    np.testing.assert_allclose(out, expected_out, rtol=1e-5, atol=1e-6)
+    assert isinstance(gradient, tf.IndexedSlices)
+    np.testing.assert_allclose(tf.convert_to_tensor(gradient), expected_grad, rtol=1e-5, atol=1e-6)
+    # One padded bag more sends the batch the other way: the full bags'
+    # vectors are the same.
+    padded = [*full, [2, 0, 0]]
+    more_weights = np.concatenate([weights, [[1.0, 1.0, 1.0]]]).astype("float32")
+    with_padding = layer(tf.constant(padded), more_weights) if weighted else layer(tf.constant(padded))
+    np.testing.assert_allclose(with_padding[:-1], out, rtol=1e-6)
+    np.testing.assert_allclose(with_padding[-1], table[2], rtol=1e-6)
+
+
 @pytest.mark.parametrize("combiner", COMBINERS)
 def test_sparse_ids_out_of_row_major_order(combiner):
     layer, table = bag_layer(combiner, mask_zero=True)

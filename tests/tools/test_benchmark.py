@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from keras_embed.tools import bag_benchmark
 from keras_embed.tools import benchmark
 from keras_embed.tools.benchmark_report import format_floors
 from keras_embed.tools.benchmark_report import format_tables
@@ -65,11 +66,14 @@ def test_measurements_have_every_candidate(tiny_results):
     assert training["interleaved"] is True
     assert tiny_results["bandwidth"]["copy_gb_per_s"] > 0
     bags = tiny_results["bags"][0]
-    assert set(bags["median_s"]) == set(bags["peak_bytes"]) == set(benchmark.BAG_CANDIDATES)
+    assert set(bags["peak_bytes"]) == set(benchmark.BAG_CANDIDATES)
+    assert set(bags["median_s"]) == {*benchmark.BAG_CANDIDATES, bag_benchmark.LOWER_BOUND}
     # Bags of 1 to 4 ids of 5 (lengths spread evenly): 20 ids, 20 padding.
     assert bags["ids"] == 20 and bags["bld_bytes"] == 8 * 5 * 4 * 4
     assert bags["bag_vs_pooling"] == (bags["median_s"]["Embedding -> GlobalAveragePooling1D"]
                                       / bags["median_s"]["EmbeddingBag"])
+    assert bags["bound_vs_pooling"] == (bags["median_s"]["Embedding -> GlobalAveragePooling1D"]
+                                        / bags["median_s"][bag_benchmark.LOWER_BOUND])
 
 
 def test_bag_floors_are_checked_at_the_issues_shape_only():

@@ -75,3 +75,22 @@ def test_table_lists_every_configuration_and_marks_the_missing():
     text = bench.format_optimizer_tables(results)
     assert "| ours + SGD | 2.0 | 3.0 |" in text
     assert "| stock + keras Ftrl | 50.0 | - |" in text
+
+
+def test_table_states_lazy_adams_byte_floor_and_row_reads_side_by_side():
+    at_1m = _result(1_000_000, {"ours + LazyAdam": 0.012}) | {"lazy_adam_row_s": 0.008}
+    text = bench.format_optimizer_tables(
+        {"optimizers": [at_1m], "bandwidth": {"copy_gb_per_s": 10.0}})
+    # 100 MB at 10 GB/s: 10 ms.
+    assert ("LazyAdam at V=1M: step 12.0 ms; it must move 100 MB, 10.0 ms at this run's "
+            "copy bandwidth (10.0 GB/s); its row reads and writes alone") in text
+    assert text.endswith("take 8.0 ms.")
+
+
+def test_row_reads_and_writes_are_timed_on_tables_of_the_vocabulary():
+    import numpy as np
+    import tensorflow as tf
+
+    ids = tf.constant(np.random.default_rng(0).integers(1000, size=(4, 5)), tf.int32)
+    seconds = bench.lazy_adam_row_seconds(1000, 8, ids, repeats=3)
+    assert 0 < seconds < 1
