@@ -184,22 +184,23 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
         return tf.cast(outputs, self.compute_dtype)
 
     def _combine_compacted(self, ids, weights):
-        """Dense bags with padding: only the ids that are not padding are
+        """Dense bags with `mask_zero`: only the ids that are not padding are
         looked up, listed bag after bag, and summed by a sorted segment sum.
 
-        The fastest way measured (see README, "Bags of ids"): it reads and
-        writes no rows for padding, and holds one `(ids, output_dim)` tensor
-        where multiplying by the mask holds two. XLA cannot compile ops of
-        a data-dependent size, so `_combine_dense` serves it.
+        The fastest way measured once bags hold padding (README, "Bags of
+        ids"): it reads and writes no rows for padding, and holds one
+        `(ids, output_dim)` tensor where multiplying by the mask holds two.
+        XLA cannot compile ops of a data-dependent size, so `_combine_dense`
+        serves it.
         """
         shape = tf.shape(ids, out_type=tf.int64)
         bags = tf.reduce_prod(shape[:-1])
         by_bag = tf.reshape(ids, [-1, shape[-1]])
-        # With no padding at all (every bag full), listing the ids costs more
-        # than it saves: every id is looked up and each bag summed along its
-        # axis, as without `mask_zero` (README, "Bags of ids": 1.3x faster
-        # there). The lookup stays outside the `tf.cond`, so that a rows
-        # regularizer's `add_loss` is not made inside a branch.
+        # With no padding in the batch, listing the ids costs more than it
+        # saves (8.7 against 9.8 ms at B=256, L=200, D=64): every id is looked
+        # up and each bag summed along its axis, as without `mask_zero`. The
+        # lookup stays outside the `tf.cond`, so that a rows regularizer's
+        # `add_loss` is not made inside a branch.
         padded = tf.reduce_any(tf.equal(by_bag, 0))
         positions = tf.cond(  # In row-major order.
             padded, lambda: tf.where(tf.not_equal(by_bag, 0)),
