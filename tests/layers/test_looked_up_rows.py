@@ -149,3 +149,27 @@ def test_embedding_bag_regularizes_the_rows_its_bags_look_up(rng, kind):
     gradient = tape.gradient(total, bag.embeddings.value)
     assert isinstance(gradient, tf.IndexedSlices)
     assert sorted(set(gradient.indices.numpy().tolist())) == [1, 3, 7]
+
+
+def test_embedding_bag_regularizes_full_bags_in_a_graph(rng):
+    # Bags with no padding take another way (every id looked up, bags summed
+    # along their axis); in a tf.function the penalty is the same.
+    bag = keras_embed.EmbeddingBag(
+        VOCABULARY, WIDTH, mask_zero=True,
+        embeddings_regularizer=LookedUpRowsRegularizer(keras.regularizers.l2(0.01)))
+    bag.build()
+    table = rng.normal(size=(VOCABULARY, WIDTH)).astype("float32")
+    bag.embeddings.assign(table)
+
+    @tf.function
+    def penalty_and_gradient(ids):
+        with tf.GradientTape() as tape:
+            outputs = bag(ids)
+            (loss,) = bag.losses
+            total = tf.reduce_sum(outputs) + loss
+        return loss, tape.gradient(total, bag.embeddings.value)
+
+    loss, gradient = penalty_and_gradient(tf.constant([[3, 3, 7], [7, 1, 1]]))
+    np.testing.assert_allclose(float(loss), 0.01 * np.sum(table[[1, 3, 7]].astype("float64") ** 2), rtol=1e-6)
+    assert isinstance(gradient, tf.IndexedSlices)
+    assert sorted(set(gradient.indices.numpy().tolist())) == [1, 3, 7]
