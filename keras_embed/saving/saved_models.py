@@ -26,7 +26,7 @@ import numpy as np
 
 from keras_embed.saving import load_errors, migration
 from keras_embed.layers.embedding import Embedding
-from keras_embed.saving import keras2_configs, keras2_directory
+from keras_embed.saving import keras2_directory, keras2_h5
 
 FORMATS = (".keras", ".h5")
 COLUMNS = (
@@ -122,15 +122,19 @@ def _written_by(path):
 
 def _load_model(path, written_by, compile):
     """`keras.models.load_model` for a file `_written_by` has checked."""
-    custom_objects = None
-    if written_by == "Keras 2":
-        # The same adaptations as for a Keras 2 SavedModel directory.
-        custom_objects = keras2_configs.custom_objects()
+    return _read_model(path, written_by, compile)[0]
+
+
+def _read_model(path, written_by, compile):
+    """The model in a file `_written_by` has checked, and notes on what of
+    it did not load: a Keras 2 file's training as `keras2_h5` reads it (the
+    same adaptations as for a Keras 2 SavedModel directory), others as
+    `keras.models.load_model` does."""
     with _quiet():
         try:
-            return keras.models.load_model(
-                path, custom_objects=custom_objects, compile=compile
-            )
+            if written_by == "Keras 2":
+                return keras2_h5.read_model(path, compile=compile)
+            return keras.models.load_model(path, compile=compile), []
         except load_errors.DamagedModelFileError as error:
             # Its message names the file already.
             raise SavedModelError(str(error)) from error
@@ -232,7 +236,7 @@ def convert(source, destination, to="keras_embed", force=False):
         if written_by == SAVED_MODEL:
             model, notes = _read_directory(source, compile=True)
         else:
-            model = _load_model(source, written_by, compile=True)
+            model, notes = _read_model(source, written_by, compile=True)
     except SavedModelError as error:
         if written_by == SAVED_MODEL:
             raise

@@ -418,6 +418,38 @@ def test_convert_a_keras2_h5_file(files, tmp_path, capsys):
     )
 
 
+def test_convert_a_trained_keras2_h5_file_keeps_its_training(tmp_path, capsys):
+    """tf-keras's Adam(0.05, beta_1=0.8, epsilon=1e-5), loss "mse", metric
+    "mae", after 3 steps: Keras 3's reader makes a default Adam of it (lr
+    0.001) and fails on the loss's name; convert keeps every setting and the
+    optimizer's step count and slots, so that training goes on as it would
+    have in Keras 2."""
+    source = os.path.join(FIXTURES, "keras2_trained_adam.h5")
+    saved = np.load(os.path.join(FIXTURES, "keras2_trained_adam.npz"))
+    out = str(tmp_path / "trained.keras")
+    code, stdout, _ = main(capsys, "convert", source, out)
+    assert code == 0, stdout
+    assert "note:" not in stdout
+    model = keras.models.load_model(out)
+    optimizer = model.optimizer
+    assert type(optimizer) is keras.optimizers.Adam
+    assert (float(optimizer.learning_rate), optimizer.beta_1, optimizer.epsilon) == (
+        pytest.approx(0.05), 0.8, 1e-5)
+    assert model.loss == "mse"
+    assert int(optimizer.iterations) == int(saved["optimizer/iteration"]) == 3
+    for variable in model.trainable_variables:
+        index = optimizer._get_variable_index(variable)
+        path = variable.path.removeprefix("sequential/")  # Keras 2 names: "dense/kernel"
+        np.testing.assert_array_equal(
+            optimizer._momentums[index], saved[f"optimizer/Adam/m/{path}"])
+        np.testing.assert_array_equal(
+            optimizer._velocities[index], saved[f"optimizer/Adam/v/{path}"])
+    np.testing.assert_allclose(model.predict(saved["ids"], verbose=0), saved["expected"],
+                               rtol=1e-6, atol=1e-7)
+    assert set(model.evaluate(saved["ids"], saved["expected"], return_dict=True, verbose=0)) \
+        == {"loss", "mae"}
+
+
 def test_inspect_numbers(files, capsys):
     code, out, _ = main(capsys, "inspect", files["quantized.keras"])
     assert code == 0
