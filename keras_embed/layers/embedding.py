@@ -14,7 +14,7 @@ from keras_embed.layers import input_length as input_length_rules
 from keras_embed.layers.ids import checked as checked_ids
 from keras_embed.layers.ids import in_xla_context
 from keras_embed.layers.ids import nan_rows_for_bad_ids
-from keras_embed.layers.errors import InvalidConfigError
+from keras_embed.layers.errors import layer_from_config
 from keras_embed.layers.lora import LoraMixin
 from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer
 from keras_embed.layers.quantization import QuantizationMixin
@@ -409,18 +409,7 @@ class Embedding(LoraMixin, QuantizationMixin, keras.layers.Layer):
     @classmethod
     def from_config(cls, config):
         """Builds the layer from a Keras 3 config, ours, or a Keras 2 one."""
-        config = dict(config)
-        config["quantization_config"] = keras.saving.deserialize_keras_object(
-            config.get("quantization_config")
-        )
-        try:
-            return super().from_config(config)
-        except TypeError as error:
-            # Keras reports any error from the constructor as a TypeError
-            # that starts with the whole config; ours name layer and field.
-            if isinstance(error.__context__, InvalidConfigError):
-                raise error.__context__ from None
-            raise
+        return layer_from_config(super().from_config, config)
 
     def __repr__(self):
         sizes = f"{self.input_dim}, {self.output_dim}"

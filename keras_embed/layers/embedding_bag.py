@@ -12,6 +12,7 @@ from keras_embed.layers.bag_reductions import along_last_axis
 from keras_embed.layers.bag_reductions import by_segments
 from keras_embed.layers.embedding import Embedding
 from keras_embed.layers.errors import InvalidConfigError
+from keras_embed.layers.errors import layer_from_config
 from keras_embed.layers.errors import complete_error
 from keras_embed.layers.ids import checked as checked_ids
 from keras_embed.layers.ids import in_xla_context
@@ -377,18 +378,7 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["quantization_config"] = keras.saving.deserialize_keras_object(
-            config.get("quantization_config")
-        )
-        try:
-            return super().from_config(config)
-        except TypeError as error:
-            # Keras reports any error from the constructor as a TypeError
-            # that starts with the whole config; ours name layer and field.
-            if isinstance(error.__context__, InvalidConfigError):
-                raise error.__context__ from None
-            raise
+        return layer_from_config(super().from_config, config)
 
     def __repr__(self):
         settings = f"{self.input_dim}, {self.output_dim}, combiner={self.combiner!r}"

@@ -11,6 +11,8 @@ Example:
 True
 """
 
+import keras
+
 
 class InvalidConfigError(ValueError, TypeError):
     """An argument or config field of the wrong kind or size; the message
@@ -34,3 +36,21 @@ def complete_error(error):
     # "in user code:".
     error.ag_pass_through = True
     return error
+
+
+def layer_from_config(base_from_config, config):
+    """`base_from_config(config)` (a `keras.layers.Layer.from_config`) with
+    the config's `quantization_config` deserialized, raising our
+    `InvalidConfigError` as it is: Keras reports any error from the
+    constructor as a `TypeError` that starts with the whole config, where
+    ours name the layer and the field."""
+    config = dict(config)
+    config["quantization_config"] = keras.saving.deserialize_keras_object(
+        config.get("quantization_config")
+    )
+    try:
+        return base_from_config(config)
+    except TypeError as error:
+        if isinstance(error.__context__, InvalidConfigError):
+            raise error.__context__ from None
+        raise

@@ -57,6 +57,8 @@ def read_model(path, compile=True):
     model = keras.models.load_model(
         path, custom_objects=keras2_configs.custom_objects(), compile=False
     )
+    if not compile:
+        return model, []
     with h5py.File(path, "r") as file:
         training_config = file.attrs.get("training_config")
         state = {}
@@ -65,7 +67,7 @@ def read_model(path, compile=True):
             for name in group.attrs.get("weight_names", []):
                 name = name.decode("utf-8") if isinstance(name, bytes) else name
                 state[name] = group[name][()]
-    if not compile or training_config is None:
+    if training_config is None:
         return model, []
     if isinstance(training_config, bytes):
         training_config = training_config.decode("utf-8")

@@ -61,7 +61,7 @@ def load(path, compile=False):
     written_by = _written_by(path)
     if written_by == SAVED_MODEL:
         return _read_directory(path, compile)[0], written_by
-    return _load_model(path, written_by, compile), written_by
+    return _read_model(path, written_by, compile)[0], written_by
 
 
 SAVED_MODEL = "Keras 2 SavedModel"
@@ -118,11 +118,6 @@ def _written_by(path):
     if isinstance(version, bytes):
         version = version.decode("utf-8")
     return "Keras 2" if str(version).startswith("2.") else "Keras 3"
-
-
-def _load_model(path, written_by, compile):
-    """`keras.models.load_model` for a file `_written_by` has checked."""
-    return _read_model(path, written_by, compile)[0]
 
 
 def _read_model(path, written_by, compile):
@@ -243,7 +238,7 @@ def convert(source, destination, to="keras_embed", force=False):
         # Some saved training configurations do not load in Keras 3 (such
         # as a legacy .h5 file's metrics). The model may load without it;
         # if it does not either, that is the error raised.
-        model = _load_model(source, written_by, compile=False)
+        model = _read_model(source, written_by, compile=False)[0]
         notes.append(
             "the training configuration (loss, optimizer) in "
             f"{source} does not load in Keras 3, so {destination} has none "

@@ -95,6 +95,7 @@ def measure_bags(batch, length, width, rows, padding, repeats, rng):
     def bound():
         rows = tf.gather(bound_table, kept_ids)
         return rows, tf.gather(upstream, bag_of)  # a row per id, as the gradient
+
     first = functions["EmbeddingBag"]()[0].numpy()
     for name, function in functions.items():
         outputs, values, _ = function()
