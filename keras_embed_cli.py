@@ -30,6 +30,8 @@ import sys
 import tempfile
 
 PROG = "keras-embed"
+# keras_embed.tools.benchmark.SECTIONS, written out: --help imports no TensorFlow.
+BENCH_SECTIONS = ("lookup", "training", "optimizers", "bags")
 
 
 def parser():
@@ -109,11 +111,16 @@ def parser():
         help="measure lookups and training steps on this machine",
         description="Runs the benchmark suite (keras_embed.tools.benchmark) "
         "and prints its results: lookup and training-step times of "
-        "keras_embed.Embedding, stock Embedding and raw tf.gather, and peak "
+        "keras_embed.Embedding, stock Embedding and raw tf.gather, each "
+        "optimizer's training step, the ways to reduce bags of ids, and peak "
         "memory; writes them as JSON, Markdown and a plot.",
     )
     bench.add_argument(
         "--quick", action="store_true", help="a short run with small sizes"
+    )
+    bench.add_argument(
+        "--sections", nargs="+", choices=BENCH_SECTIONS, default=BENCH_SECTIONS,
+        help="what to measure (default: all; the plot needs lookup and training)",
     )
     bench.add_argument(
         "--output", metavar="DIR", default=os.path.join("benchmarks", "results"),

@@ -8,7 +8,8 @@ Subcommands:
   model (`.keras` or `.h5`).
 - `keras-embed convert IN OUT [--to keras_embed|stock] [--force]`: rewrites
   a saved model with its embedding layers swapped.
-- `keras-embed bench [--quick] [--output DIR]`: the benchmark suite.
+- `keras-embed bench [--quick] [--sections ...] [--output DIR]`: the
+  benchmark suite.
 
 Errors (missing file, not a Keras model, no embedding layers, unsupported
 format) print one line on stderr and exit with status 1, without a
@@ -110,7 +111,7 @@ def _convert(args):
 def _bench(args):
     from keras_embed.tools import benchmark
 
-    benchmark.run(quick=args.quick, output=args.output)
+    benchmark.run(quick=args.quick, output=args.output, sections=args.sections)
     return 0
 
 

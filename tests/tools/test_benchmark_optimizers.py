@@ -105,3 +105,16 @@ def test_row_reads_and_writes_are_timed_on_tables_of_the_vocabulary():
     ids = tf.constant(np.random.default_rng(0).integers(1000, size=(4, 5)), tf.int32)
     seconds = bench.row_pass_seconds(1000, 8, ids, repeats=3)
     assert set(seconds) == {0, 1, 2} and all(0 < s < 1 for s in seconds.values())
+
+
+def test_every_configuration_is_measured_on_a_tiny_table():
+    import numpy as np
+
+    result = bench.measure_optimizers(50, 1, np.random.default_rng(0), batch=4, length=5, width=4)
+    assert set(result["median_s"]) == set(bench.makers(50, 4))
+    assert result["interleaved"] and result["row_pass_s"] is None  # row passes: at V=1M only
+    assert 0 < result["unique_ids"] <= 20
+    # The table and its slots: LazyAdam holds 2 slots, RowWiseAdagrad a column.
+    table = 50 * 4 * 4
+    assert result["held_bytes"]["ours + LazyAdam"] >= 3 * table
+    assert table <= result["held_bytes"]["ours + RowWiseAdagrad"] < 2 * table

@@ -216,9 +216,12 @@ def test_errors_are_one_line_on_stderr_without_a_traceback(files, tmp_path):
 
 def test_bench_quick_writes_its_results_and_plot(tmp_path):
     pytest.importorskip("matplotlib")  # The `bench` extra.
-    result = run("bench", "--quick", "--output", str(tmp_path))
+    # The two sections the plot draws (the others, in-process at tiny sizes:
+    # tests/tools/test_benchmark.py and test_benchmark_optimizers.py).
+    result = run("bench", "--quick", "--sections", "lookup", "training",
+                 "--output", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "Training step" in result.stdout
+    assert "Forward lookup" in result.stdout and "Training step" in result.stdout
     assert sorted(os.listdir(tmp_path)) == ["benchmark.json", "benchmark.md", "benchmark.png"]
     with open(tmp_path / "benchmark.png", "rb") as file:
         assert file.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -486,6 +489,18 @@ def test_usage_errors(capsys):
     assert (code, err.splitlines()[-1]) == (2, "keras-embed: error: unrecognized arguments: --repeats 2")
     code, _, err = main(capsys, "demo", "--epochs", "0")
     assert (code, err) == (1, "keras-embed demo: error: --epochs must be at least 1\n")
+    code, _, err = main(capsys, "bench", "--sections", "lookups")
+    last = err.splitlines()[-1]  # (whether argparse quotes the choices depends on the Python)
+    assert code == 2 and last.startswith(
+        "keras-embed bench: error: argument --sections: invalid choice: 'lookups' (choose from")
+    assert all(section in last for section in ("lookup", "training", "optimizers", "bags"))
+
+
+def test_bench_sections_are_the_harness_sections():
+    import keras_embed_cli
+    from keras_embed.tools import benchmark
+
+    assert keras_embed_cli.BENCH_SECTIONS == benchmark.SECTIONS
 
 
 def test_bench_without_matplotlib(capsys, monkeypatch):
