@@ -19,6 +19,7 @@ import numbers
 
 import numpy as np
 
+from keras_embed.layers.bag_reductions import COMBINERS
 from keras_embed.layers.errors import InvalidConfigError
 from keras_embed.utils.memory import available_memory_bytes
 
@@ -60,6 +61,17 @@ def check_size(layer_name, field, value):
             f"integer. Received: {field}={value!r} (of type "
             f"{type(value).__name__})."
         )
+
+
+def check_combiner(layer_name, value):
+    """Returns `combiner` if it is one of `COMBINERS`; else an error."""
+    if isinstance(value, str) and value in COMBINERS:
+        return value
+    raise InvalidConfigError(
+        f"EmbeddingBag layer '{layer_name}': `combiner` must be one of "
+        f"{', '.join(repr(c) for c in COMBINERS)}. Received: "
+        f"combiner={value!r}."
+    )
 
 
 def check_mask_zero(layer_name, value):

@@ -7,11 +7,9 @@ from keras import initializers
 from keras import regularizers
 
 from keras_embed.layers import config_checks
-from keras_embed.layers.bag_reductions import COMBINERS
 from keras_embed.layers.bag_reductions import along_last_axis
 from keras_embed.layers.bag_reductions import by_segments
 from keras_embed.layers.embedding import Embedding
-from keras_embed.layers.errors import InvalidConfigError
 from keras_embed.layers.errors import layer_from_config
 from keras_embed.layers.errors import complete_error
 from keras_embed.layers.ids import checked as checked_ids
@@ -141,7 +139,7 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
         # Checked before anything is built: a config may come from a file.
         config_checks.check_size(self.name, "input_dim", input_dim)
         config_checks.check_size(self.name, "output_dim", output_dim)
-        self.combiner = check_combiner(self.name, combiner)
+        self.combiner = config_checks.check_combiner(self.name, combiner)
         lora_rank = config_checks.check_lora_rank(self.name, lora_rank)
         lora_alpha = config_checks.check_lora_alpha(self.name, lora_alpha)
         config_checks.check_table_fits(
@@ -385,17 +383,6 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
         if self.mask_zero:
             settings += ", mask_zero=True"
         return f"<EmbeddingBag name={self.name}, {settings}>"
-
-
-def check_combiner(layer_name, value):
-    """Returns `combiner` if it is one of `COMBINERS`; else an error."""
-    if isinstance(value, str) and value in COMBINERS:
-        return value
-    raise InvalidConfigError(
-        f"EmbeddingBag layer '{layer_name}': `combiner` must be one of "
-        f"{', '.join(repr(c) for c in COMBINERS)}. Received: "
-        f"combiner={value!r}."
-    )
 
 
 def _as_weights(weights, dtype, layer_name):
