@@ -40,8 +40,8 @@ def measure_bags(batch, length, width, rows, padding, repeats, rng):
     import tensorflow as tf
 
     import keras_embed
-    from keras_embed.tools.benchmark import _allocated
-    from keras_embed.tools.benchmark import interleaved
+    from keras_embed.tools.measuring import allocated
+    from keras_embed.tools.measuring import interleaved
 
     table = rng.normal(size=(rows, width)).astype("float32")
     ids = rng.integers(1, rows, size=(batch, length))
@@ -108,9 +108,9 @@ def measure_bags(batch, length, width, rows, padding, repeats, rng):
     peaks = {}
     for name, function in functions.items():
         gc.collect()
-        current, _ = _allocated(reset=True)
+        current, _ = allocated(reset=True)
         result = function()
-        peaks[name] = _allocated()[1] - current
+        peaks[name] = allocated()[1] - current
         del result
     del functions, ways
     gc.collect()

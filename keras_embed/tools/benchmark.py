@@ -41,7 +41,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import sys
 import time
 import warnings
@@ -55,7 +54,11 @@ from keras_embed.tools.benchmark_floors import floors
 from keras_embed.tools.benchmark_report import format_floors
 from keras_embed.tools.benchmark_report import format_tables
 from keras_embed.tools.benchmark_report import plot
-from keras_embed.utils.memory import available_memory_bytes, physical_memory_bytes
+from keras_embed.tools.measuring import allocated
+from keras_embed.tools.measuring import interleaved
+from keras_embed.tools.measuring import machine
+from keras_embed.tools.measuring import measure_copy_bandwidth
+from keras_embed.utils.memory import available_memory_bytes
 
 BATCH, LENGTH = 256, 200
 TRAIN_WIDTH = 64
@@ -201,46 +204,6 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
     return results
 
 
-def interleaved(candidates, repeats, calls=1):
-    """Median seconds per call of each candidate, timed in rotating rounds.
-
-    Args:
-        candidates: dict of name -> function of no arguments.
-        repeats: rounds; each times every candidate once, `calls` calls each.
-    """
-    names = list(candidates)
-    times = {name: [] for name in names}
-    for round_number in range(repeats):
-        shift = round_number % len(names)
-        for name in names[shift:] + names[:shift]:
-            function = candidates[name]
-            start = time.perf_counter()
-            for _ in range(calls):
-                function()
-            times[name].append((time.perf_counter() - start) / calls)
-    return {name: float(np.median(values)) for name, values in times.items()}
-
-
-def measure_copy_bandwidth(size=256 * 2**20, repeats=7):
-    """Bytes moved per second (read + write) copying a buffer of `size` bytes,
-    the best of NumPy's copy (one thread) and TensorFlow's (all threads)."""
-    import tensorflow as tf
-
-    source = np.ones(size // 4, "float32")
-    target = np.empty_like(source)
-    tensor = tf.constant(source)
-    one = tf.Variable(1.0)  # a variable, so that no optimizer folds it away
-    copy_tf = tf.function(lambda: (tensor * one)[:1], autograph=False)
-    copy_tf()
-    seconds = interleaved(
-        {"numpy": lambda: np.copyto(target, source), "tensorflow": copy_tf}, repeats
-    )
-    rates = {name: 2 * size / value / 1e9 for name, value in seconds.items()}
-    return {"copy_gb_per_s": max(rates.values()),
-            "numpy_gb_per_s": rates["numpy"], "tensorflow_gb_per_s": rates["tensorflow"],
-            "note": "bytes read plus bytes written per second"}
-
-
 def measure_lookup(rows, width, repeats, rng):
     """Ours, stock and raw `tf.gather` looking up B x L ids in one table."""
     import keras
@@ -299,25 +262,6 @@ def _training_model(layer, optimizer):
     ])
     model.compile(optimizer=optimizer, loss="mse")
     return model
-
-
-def _allocated(reset=False):
-    """(current, peak) bytes of TensorFlow's CPU allocator, the peak reset
-    first if `reset`; NaNs where the allocator keeps no statistics.
-
-    TensorFlow's default CPU allocator keeps none on some machines; its BFC
-    allocator always does (`TF_CPU_ALLOCATOR_USE_BFC=true`, read when
-    TensorFlow starts: `benchmarks/run.py` sets it).
-    """
-    import tensorflow as tf
-
-    try:
-        if reset:
-            tf.config.experimental.reset_memory_stats("CPU:0")
-        info = tf.config.experimental.get_memory_info("CPU:0")
-    except ValueError:  # "Allocator stats not available for device 'CPU:0'"
-        return float("nan"), float("nan")
-    return info["current"], info["peak"]
 
 
 def measure_training(rows, repeats, rng):
@@ -383,9 +327,9 @@ def time_training(makers, ids, targets, repeats, together):
             for v in model.variables + model.optimizer.variables
         )
         gc.collect()
-        current, _ = _allocated(reset=True)
+        current, _ = allocated(reset=True)
         model.train_on_batch(ids, targets)
-        step_peak[name] = _allocated()[1] - current
+        step_peak[name] = allocated()[1] - current
         return model
 
     def step(model):
@@ -414,23 +358,3 @@ def time_training(makers, ids, targets, repeats, together):
 
 def _medians(result):
     return ", ".join(f"{name} {value * 1e3:.2f} ms" for name, value in result["median_s"].items())
-
-
-def machine():
-    """What the figures were measured on."""
-    import keras
-    import tensorflow as tf
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as file:
-            names = [line.split(":", 1)[1].strip() for line in file
-                     if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    memory = physical_memory_bytes()
-    return {"cpu": cpu, "cores": os.cpu_count(),
-            "memory_gib": float("nan") if memory is None else memory / GIB,
-            "python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "platform": platform.platform()}

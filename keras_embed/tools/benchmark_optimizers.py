@@ -113,7 +113,7 @@ def row_pass_seconds(rows, width, ids, repeats):
     """
     import tensorflow as tf
 
-    from keras_embed.tools.benchmark import interleaved
+    from keras_embed.tools.measuring import interleaved
 
     flat = tf.reshape(ids, [-1])
     unique = tf.unique(flat)[0]

@@ -9,41 +9,21 @@ import pytest
 
 from keras_embed.tools import bag_benchmark
 from keras_embed.tools import benchmark
+from keras_embed.tools import measuring
 from keras_embed.tools.benchmark_report import format_floors
 from keras_embed.tools.benchmark_report import format_tables
 from keras_embed.tools.benchmark_report import plot
-
-
-def test_interleaved_rotates_the_order_and_takes_medians(monkeypatch):
-    """On a fake clock: each call of "a" takes 1, 2, 9, 3 s in its four rounds
-    and "b" 5 s, so the medians per call are 2.5 s and 5 s."""
-    clock = [0.0]
-    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock[0])
-    calls = []
-    a_seconds = iter([1, 1, 2, 2, 9, 9, 3, 3])
-
-    def a():
-        calls.append("a")
-        clock[0] += next(a_seconds)
-
-    def b():
-        calls.append("b")
-        clock[0] += 5
-
-    seconds = benchmark.interleaved({"a": a, "b": b}, repeats=4, calls=2)
-    assert calls == list("aabb" "bbaa" "aabb" "bbaa")
-    assert seconds == {"a": 2.5, "b": 5.0}
 
 
 @pytest.fixture(scope="module")
 def tiny_results():
     rng = np.random.default_rng(0)
     results = {
-        "machine": benchmark.machine(),
+        "machine": measuring.machine(),
         "quick": True,
         "settings": {"batch": benchmark.BATCH, "length": benchmark.LENGTH,
                      "train_width": benchmark.TRAIN_WIDTH},
-        "bandwidth": benchmark.measure_copy_bandwidth(size=2**20, repeats=2),
+        "bandwidth": measuring.measure_copy_bandwidth(size=2**20, repeats=2),
         "lookup": [benchmark.measure_lookup(50, 4, repeats=2, rng=rng)],
         "training": [benchmark.measure_training(60, repeats=2, rng=rng)],
         "bags": [benchmark.measure_bags(8, 5, 4, 50, 0.5, repeats=2, rng=rng)],
