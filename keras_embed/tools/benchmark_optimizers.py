@@ -131,9 +131,7 @@ def row_pass_seconds(rows, width, ids, repeats):
         row_reads_and_writes()
         return row_reads_and_writes
 
-    seconds = interleaved({slots: passes(slots) for slots in SLOTS_COUNTS}, repeats)
-    del tables
-    return seconds
+    return interleaved({slots: passes(slots) for slots in SLOTS_COUNTS}, repeats)
 
 
 def lazy_adam_bytes(ids, unique, width):
