@@ -4,13 +4,13 @@ This module stands outside the `keras_embed` package on purpose: importing
 anything inside it runs `keras_embed/__init__.py`, which imports TensorFlow
 (seconds) to register the layer with Keras. Here the command line is parsed
 first, and `--help`, usage errors and missing files are answered without
-TensorFlow. Only then is `keras_embed.tools.cli` imported, with file
-descriptor 2 sent to a temporary file meanwhile: TensorFlow's C++ start-up
-notices ("WARNING: All log messages before absl::InitializeLog() ...",
-"cudart_stub ... Could not find cuda drivers", CPU feature lines), which it
-writes before it reads `TF_CPP_MIN_LOG_LEVEL`, are dropped, and shown only
-if the import fails. `TF_CPP_MIN_LOG_LEVEL` defaults to 2 in this process
-(errors only) unless it is set. Library users' processes are untouched.
+TensorFlow. Only then is `keras_embed.tools.cli` imported and the command
+run, with TensorFlow's C++ notices dropped from stderr
+(`tensorflow_notices_dropped`): the start-up block it writes before it
+reads `TF_CPP_MIN_LOG_LEVEL`, CUDA and cuInit lines on machines without a
+GPU, oneDNN's fallback note on CPUs without AVX-512. Its real errors pass.
+`TF_CPP_MIN_LOG_LEVEL` defaults to 2 in this process (errors only) unless
+it is set. Library users' processes are untouched.
 
 The commands themselves are in `keras_embed.tools.cli`; this module imports
 only the standard library.
@@ -23,11 +23,14 @@ Example:
 """
 
 import argparse
+import contextlib
 import importlib
+import importlib.metadata
 import importlib.util
 import os
+import re
 import sys
-import tempfile
+import threading
 
 PROG = "keras-embed"
 # keras_embed.tools.benchmark.SECTIONS, written out: --help imports no TensorFlow.
@@ -40,6 +43,9 @@ def parser():
         prog=PROG,
         description="A drop-in keras.layers.Embedding for Keras 3: demo, "
         "saved-model inspection and conversion, benchmarks.",
+    )
+    main_parser.add_argument(
+        "--version", action="version", version=f"{PROG} {version()}"
     )
     commands = main_parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -129,6 +135,15 @@ def parser():
     return main_parser
 
 
+def version():
+    """keras_embed's version, from the installed package's metadata (which
+    pip writes from pyproject.toml), or "unknown" when it is not installed."""
+    try:
+        return importlib.metadata.version("keras-embed")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (keras-embed is not installed)"
+
+
 def check(args):
     """The errors found without TensorFlow: a sentence, or `None`."""
     if args.command == "demo" and args.epochs < 1:
@@ -150,39 +165,80 @@ def _installed(name):
     return importlib.util.find_spec(name) is not None
 
 
-def quiet_import(name):
-    """Imports module `name` with TensorFlow's start-up notices dropped.
+# TensorFlow's C++ notices that no setting silences: the start-up block it
+# writes before it reads TF_CPP_MIN_LOG_LEVEL (printed once by TensorFlow and
+# again by the XLA library Keras loads), lines about the CUDA drivers and
+# cuInit on machines without a GPU, and oneDNN's note that it falls back to
+# Eigen for a dtype on CPUs without AVX-512. None is an error of the user's.
+TENSORFLOW_NOTICE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|To enable the following instructions: .* rebuild TensorFlow"
+    r"|I\d{4} "  # Information, never an error.
+    r"|[WE]\d{4} [^]]*\] (?:failed call to cuInit"
+    r"|Could not find cuda drivers"
+    r"|Unable to register cu(?:DNN|FFT|BLAS) factory"
+    r"|oneDNN supports DT_\w+ only on platforms with AVX-512"
+    r"|TF-TRT Warning: Could not find TensorRT)"
+)
 
-    Anything written to file descriptor 2 during the import, and while
-    TensorFlow then finds its devices, goes to a temporary file, which is
-    copied to stderr only if that fails. A module already imported is
-    returned as it is.
+
+@contextlib.contextmanager
+def tensorflow_notices_dropped():
+    """Runs its block with TensorFlow's C++ notices dropped from stderr.
+
+    TensorFlow's C++ writes to file descriptor 2 directly: for the block,
+    descriptor 2 is a pipe, read line by line by a thread that copies to
+    the real stderr every line but `TENSORFLOW_NOTICE`'s. Real errors,
+    tracebacks and our own messages pass. If the block raises, the dropped
+    lines are written too (a failed start may be explained by one).
     """
-    if name in sys.modules:
-        return sys.modules[name]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            module = importlib.import_module(name)
-            tensorflow = sys.modules.get("tensorflow")
-            if tensorflow is not None:
-                # Finding the devices (cuInit, on a machine without a GPU
-                # "E ... failed call to cuInit") writes more start-up lines.
-                tensorflow.config.list_physical_devices()
-        except BaseException:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            capture.seek(0)
-            os.write(2, capture.read())
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-    return module
+    stderr = os.dup(2)
+    reader, writer = os.pipe()
+    os.dup2(writer, 2)
+    os.close(writer)
+    dropped = []
+    thread = threading.Thread(
+        target=_copy_lines, args=(reader, stderr, dropped), daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    except BaseException:
+        _restore(stderr, thread)
+        os.write(stderr, b"".join(dropped))
+        raise
+    else:
+        _restore(stderr, thread)
+    finally:
+        os.close(stderr)
+
+
+def _restore(stderr, thread):
+    # Descriptor 2 back: the pipe's last writer closes, and the thread,
+    # having copied every line, ends.
+    sys.stderr.flush()
+    os.dup2(stderr, 2)
+    thread.join()
+
+
+def _copy_lines(reader, stderr, dropped):
+    pending = b""
+    with os.fdopen(reader, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            _write_kept([line + b"\n" for line in lines], stderr, dropped)
+    _write_kept([pending] if pending else [], stderr, dropped)
+
+
+def _write_kept(lines, stderr, dropped):
+    for line in lines:
+        if TENSORFLOW_NOTICE.match(line.decode("utf-8", "replace")):
+            dropped.append(line)
+        else:
+            while line:
+                line = line[os.write(stderr, line):]
 
 
 def main(argv=None):
@@ -201,7 +257,8 @@ def main(argv=None):
         # Before TensorFlow starts, as benchmarks/run.py: the BFC allocator
         # keeps the statistics the peak-memory figures read.
         os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
-    return quiet_import("keras_embed.tools.cli").run(args)
+    with tensorflow_notices_dropped():
+        return importlib.import_module("keras_embed.tools.cli").run(args)
 
 
 if __name__ == "__main__":
