@@ -1,6 +1,13 @@
 """keras_embed: a drop-in `keras.layers.Embedding` for Keras 3."""
 
+import importlib.metadata
+
 from keras_embed.layers.backend_check import check_backend
+
+try:  # Written once, in pyproject.toml; pip puts it in the package's metadata.
+    __version__ = importlib.metadata.version("keras-embed")
+except importlib.metadata.PackageNotFoundError:  # A source tree, not installed.
+    __version__ = "unknown"
 
 check_backend()  # TensorFlow's backend only: one clear error, here, under any other.
 
