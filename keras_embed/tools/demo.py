@@ -33,7 +33,9 @@ CLASSIFIER_WIDTH = 16
 PICTURE = "demo_vectors.png"
 
 # Runs in a fresh process: nothing but `import keras_embed` makes the layer
-# known to Keras.
+# known to Keras. With `python -P`: the current directory is not put first on
+# `sys.path`, so a folder there named `keras_embed` (a clone of the project)
+# cannot shadow the installed package.
 RELOAD_SCRIPT = """\
 import sys
 import keras, numpy as np
@@ -92,6 +94,7 @@ def run(output_dir=None, epochs=12):
         with tempfile.TemporaryDirectory(prefix="keras-embed-demo-") as tmp:
             return _run(tmp, epochs, started, keep=False,
                         picture=os.path.abspath(PICTURE))
+    output_dir = os.path.abspath(output_dir)  # Printed paths work from anywhere.
     os.makedirs(output_dir, exist_ok=True)
     return _run(output_dir, epochs, started, keep=True,
                 picture=os.path.join(output_dir, PICTURE))
@@ -191,7 +194,7 @@ def _run(directory, epochs, started, keep, picture):
              "keep it with --output DIR)") + ":")
     print(f"   {reload_command(path)}")
     result = subprocess.run(
-        [sys.executable, "-c", RELOAD_SCRIPT, path, ids_path, reloaded_path],
+        [sys.executable, "-P", "-c", RELOAD_SCRIPT, path, ids_path, reloaded_path],
         capture_output=True, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
@@ -227,11 +230,11 @@ def _run(directory, epochs, started, keep, picture):
 
 def reload_command(path):
     """A shell command that loads the demo's model in a fresh Python, as
-    printed in step 5."""
+    printed in step 5 (`-P`: from any directory, see `RELOAD_SCRIPT`)."""
     code = ("import keras, keras_embed; "
             f"model = keras.models.load_model({json.dumps(str(path))}); "
             "print(type(model.layers[0]))")
-    return shlex.join([sys.executable, "-c", code])
+    return shlex.join([sys.executable, "-P", "-c", code])
 
 
 def _draw(model, vocabulary, picture):
