@@ -1,6 +1,8 @@
 """`keras_embed.EmbeddingBag` against bags reduced by hand in NumPy."""
 
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -125,8 +127,8 @@ def test_xla_reduces_padded_bags_by_hand_too(kind, combiner):
 ])
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
 def test_full_bags_with_mask_zero_reduced_by_hand(combiner, weighted, graph):
-    # Dense bags with no padding at all take another way than bags with
-    # some (every id looked up, bags summed along their axis): same numbers.
+    # Dense bags with no padding at all are listed whole, without looking
+    # for padding: the same numbers as bags with some.
     full = [[3, 7, 1], [5, 5, 11], [4, 2, 9], [10, 6, 8]]
     rng = np.random.default_rng(4)
     weights = rng.uniform(0.5, 2.0, (len(full), 3)).astype("float32")
@@ -146,7 +148,7 @@ def test_full_bags_with_mask_zero_reduced_by_hand(combiner, weighted, graph):
     np.testing.assert_allclose(out, expected_out, rtol=1e-5, atol=1e-6)
     assert isinstance(gradient, tf.IndexedSlices)
     np.testing.assert_allclose(tf.convert_to_tensor(gradient), expected_grad, rtol=1e-5, atol=1e-6)
-    # One padded bag more sends the batch the other way: the full bags'
+    # One padded bag more makes the batch look for padding: the full bags'
     # vectors are the same.
     padded = [*full, [2, 0, 0]]
     more_weights = np.concatenate([weights, [[1.0, 1.0, 1.0]]]).astype("float32")
@@ -212,10 +214,18 @@ def test_empty_bags_give_zeros(combiner, kind):
         np.testing.assert_array_equal(layer(ids, weights).numpy()[[0, 2]], np.zeros((2, D)))
 
 
-def test_a_batch_of_no_ids_and_bags_of_length_zero():
+@pytest.mark.parametrize("mask_zero", [False, True])
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_a_batch_of_no_ids_and_bags_of_length_zero(mask_zero, graph):
+    # Shape (B, 0), as `ragged.to_tensor()` gives for empty bags: zero vectors,
+    # with mask_zero too.
     for combiner in COMBINERS:
-        layer, _ = bag_layer(combiner)
-        np.testing.assert_array_equal(layer(np.zeros((3, 0), "int32")), np.zeros((3, D)))
+        layer, _ = bag_layer(combiner, mask_zero=mask_zero)
+        call = tf.function(layer) if graph else layer
+        np.testing.assert_array_equal(call(tf.zeros((3, 0), tf.int32)), np.zeros((3, D)))
+        if combiner != "max":
+            np.testing.assert_array_equal(call(tf.zeros((3, 0), tf.int32), tf.zeros((3, 0))),
+                                          np.zeros((3, D)))
         ragged = tf.RaggedTensor.from_row_lengths(tf.zeros([0], tf.int32), [0, 0])
         np.testing.assert_array_equal(layer(ragged), np.zeros((2, D)))
 
@@ -307,6 +317,32 @@ def test_lazy_adam_trains_only_the_rows_in_the_bags(kind):
     model.fit([batch, ones], np.ones((len(BAGS), 1)), batch_size=len(BAGS), verbose=0)
     changed = np.flatnonzero(np.any(bag.embeddings.numpy() != before, axis=1))
     np.testing.assert_array_equal(changed, sorted({i for b in BAGS for i in b} - {0}))
+
+
+# Trains in `fit` with TensorFlow's warnings shown. A `tf.cond` that carried
+# the rows to the bags made TensorFlow's type inference of the training step
+# fail on our own graph ("Type inference failed. This indicates an invalid
+# graph that escaped type checking ... genre_bag/cond_2/output"), some 30 lines
+# per `fit`: the warning names our graph, so this test reads it.
+TRAIN_IN_FIT = """\
+import numpy as np, keras, keras_embed
+ids = keras.Input((3,), dtype="int32")
+weights = keras.Input((3,))
+bags = keras_embed.EmbeddingBag(10, 4, mask_zero=True, name="genre_bag")
+model = keras.Model([ids, weights], keras.layers.Dense(1)(bags(ids, weights)))
+model.compile("adam", "mse")
+batch = np.array([[3, 4, 0], [1, 2, 5], [0, 0, 0], [7, 8, 9]] * 2)
+model.fit([batch, np.ones((8, 3))], np.ones((8, 1)), batch_size=4, epochs=2, verbose=0)
+print("trained")
+"""
+
+
+def test_fit_builds_a_graph_tensorflow_can_type():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1"}  # Warnings shown.
+    result = subprocess.run([sys.executable, "-c", TRAIN_IN_FIT], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.stdout == "trained\n", result.stderr
+    assert "Type inference failed" not in result.stderr
 
 
 def test_save_and_load_without_custom_objects(tmp_path):
