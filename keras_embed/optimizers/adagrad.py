@@ -53,10 +53,12 @@ class Adagrad(RowSparseOptimizer):
             non-negative. Defaults to `0.1`.
         epsilon: Small floating point value for numerical stability.
             Defaults to `1e-7`.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema,
-        ema_momentum, ema_overwrite_frequency, loss_scale_factor,
-        gradient_accumulation_steps, name: as for every
-            `keras.optimizers.Optimizer`.
+
+    The other arguments, `weight_decay`, `clipnorm`, `clipvalue`,
+    `global_clipnorm`, `use_ema`, `ema_momentum`,
+    `ema_overwrite_frequency`, `loss_scale_factor`,
+    `gradient_accumulation_steps` and `name`, are as for every
+    `keras.optimizers.Optimizer`.
     """
 
     def __init__(

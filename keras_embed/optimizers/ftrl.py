@@ -73,11 +73,13 @@ class Ftrl(RowSparseOptimizer):
             penalty, applied to the gradient). Defaults to `0.0`.
         beta: A float: Keras's beta, added to the L2 term as
             `beta / (2 * learning_rate)`. Defaults to `0.0`.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema,
-        ema_momentum, ema_overwrite_frequency, loss_scale_factor,
-        gradient_accumulation_steps, name: as for every
-            `keras.optimizers.Optimizer`; `weight_decay` decays only the
-            looked-up rows.
+
+    The other arguments, `weight_decay`, `clipnorm`, `clipvalue`,
+    `global_clipnorm`, `use_ema`, `ema_momentum`,
+    `ema_overwrite_frequency`, `loss_scale_factor`,
+    `gradient_accumulation_steps` and `name`, are as for every
+    `keras.optimizers.Optimizer`; `weight_decay` decays only the looked-up
+    rows.
     """
 
     def __init__(

@@ -94,11 +94,13 @@ class LazyAdam(RowSparseOptimizer):
             Kingma and Ba's paper). Defaults to `1e-7`.
         amsgrad: Boolean. Whether to apply the AMSGrad variant (the maximum of
             past second moments, kept per row). Defaults to `False`.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema,
-        ema_momentum, ema_overwrite_frequency, loss_scale_factor,
-        gradient_accumulation_steps, name: as for every
-            `keras.optimizers.Optimizer`; see above for their cost and meaning
-            with sparse gradients.
+
+    The other arguments, `weight_decay`, `clipnorm`, `clipvalue`,
+    `global_clipnorm`, `use_ema`, `ema_momentum`,
+    `ema_overwrite_frequency`, `loss_scale_factor`,
+    `gradient_accumulation_steps` and `name`, are as for every
+    `keras.optimizers.Optimizer`; see above for their cost and meaning
+    with sparse gradients.
     """
 
     def __init__(

@@ -61,10 +61,12 @@ class RowWiseAdagrad(RowSparseOptimizer):
             starting value. Defaults to `0.0`.
         epsilon: Small non-negative float added to the root. Defaults to
             `1e-8`.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema,
-        ema_momentum, ema_overwrite_frequency, loss_scale_factor,
-        gradient_accumulation_steps, name: as for every
-            `keras.optimizers.Optimizer`.
+
+    The other arguments, `weight_decay`, `clipnorm`, `clipvalue`,
+    `global_clipnorm`, `use_ema`, `ema_momentum`,
+    `ema_overwrite_frequency`, `loss_scale_factor`,
+    `gradient_accumulation_steps` and `name`, are as for every
+    `keras.optimizers.Optimizer`.
     """
 
     def __init__(

@@ -62,10 +62,12 @@ class SGD(RowSparseOptimizer):
             each step keeps. Defaults to `0.0`, plain gradient descent.
         nesterov: Boolean: whether to apply Nesterov momentum. Defaults to
             `False`.
-        weight_decay, clipnorm, clipvalue, global_clipnorm, use_ema,
-        ema_momentum, ema_overwrite_frequency, loss_scale_factor,
-        gradient_accumulation_steps, name: as for every
-            `keras.optimizers.Optimizer`.
+
+    The other arguments, `weight_decay`, `clipnorm`, `clipvalue`,
+    `global_clipnorm`, `use_ema`, `ema_momentum`,
+    `ema_overwrite_frequency`, `loss_scale_factor`,
+    `gradient_accumulation_steps` and `name`, are as for every
+    `keras.optimizers.Optimizer`.
     """
 
     def __init__(
