@@ -19,6 +19,16 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 collect_ignore = ["fixtures"]
 
 
+def pytest_configure(config):
+    # CONTRIBUTING.md, "Comparing numbers in tests": the tests marked so are
+    # run a second time with other kernels, as another CPU would pick.
+    config.addinivalue_line(
+        "markers",
+        "cross_kernel: compares with numbers stored on another machine or computed by "
+        "another kernel (tf-keras, XLA); CI reruns these with TF_ENABLE_ONEDNN_OPTS=0",
+    )
+
+
 @pytest.fixture
 def policy():
     """Sets a global dtype policy for one test, then restores float32."""

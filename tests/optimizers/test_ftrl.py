@@ -108,10 +108,13 @@ def test_first_step_by_hand():
     linear = 2 - (np.sqrt(4.1) - np.sqrt(0.1)) / 0.1 * 0.5
     quadratic = np.sqrt(4.1) / 0.1 + 0.2
     expected = (np.clip(linear, -0.05, 0.05) - linear) / quadratic
-    np.testing.assert_allclose(table.numpy()[0, 0], expected, rtol=1e-5)  # float32
+    # float32 against float64 by hand: the weight (0.32) and the linear slot
+    # (-6.5) go through sqrt, a difference and a division (rtol=1e-5); row 1's
+    # linear slot, not looked up, stays exactly 0 (atol=0).
+    np.testing.assert_allclose(table.numpy()[0, 0], expected, rtol=1e-5, atol=0)
     accumulator, linear_slot = optimizer.variables[2:]
-    np.testing.assert_allclose(accumulator.numpy()[:, 0], [4.1, 0.1], rtol=1e-6)
-    np.testing.assert_allclose(linear_slot.numpy()[:, 0], [linear, 0.0], rtol=1e-5)
+    np.testing.assert_allclose(accumulator.numpy()[:, 0], [4.1, 0.1], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(linear_slot.numpy()[:, 0], [linear, 0.0], rtol=1e-5, atol=0)
     assert table.numpy()[1, 0] == 3.0
 
 

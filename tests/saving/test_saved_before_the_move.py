@@ -1,7 +1,7 @@
 """A `.keras` file written by keras_embed before the package moved into wings
 (tests/fixtures/make_keras_embed_v0_1_fixture.py, at commit 1c366b0) loads with
-no `custom_objects`: the same predictions and the same LazyAdam state, and it
-trains on."""
+no `custom_objects`: the same table and LazyAdam state, bit for bit, the same
+predictions to float32 precision, and it trains on."""
 
 import os
 import zipfile
@@ -9,6 +9,7 @@ import json
 
 import keras
 import numpy as np
+import pytest
 
 import keras_embed
 from conftest import FIXTURES
@@ -29,13 +30,20 @@ def test_the_file_names_the_old_module_paths():
     assert config["compile_config"]["optimizer"]["registered_name"] == "keras_embed>LazyAdam"
 
 
+@pytest.mark.cross_kernel
 def test_loads_with_identical_predictions_and_optimizer_state():
     saved = np.load(os.path.join(FIXTURES, NAME + ".npz"))
     model = _load()
     assert type(model.get_layer("words")) is keras_embed.Embedding
     assert type(model.optimizer) is keras_embed.optimizers.LazyAdam
+    # Saved and read back: the table and every optimizer variable, bit for bit.
     np.testing.assert_array_equal(model.get_layer("words").embeddings.numpy(), saved["table"])
-    np.testing.assert_array_equal(model.predict(saved["ids"], verbose=0), saved["expected"])
+    # The predictions go through a mean and a Dense(1) on this CPU's kernels,
+    # not those of the machine that wrote the .npz: one float32 ulp apart
+    # (3.7e-9 at 0.046) on another CPU. Outputs are at most 0.13: rtol covers
+    # a few ulps of each, atol 1e-7 (about 7 ulps of the largest) those near 0.
+    np.testing.assert_allclose(model.predict(saved["ids"], verbose=0), saved["expected"],
+                               rtol=1e-5, atol=1e-7)
     state = {"optimizer/" + v.path: v.numpy() for v in model.optimizer.variables}
     expected = {key: saved[key] for key in saved.files if key.startswith("optimizer/")}
     assert sorted(state) == sorted(expected)

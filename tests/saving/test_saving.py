@@ -169,6 +169,7 @@ class _Keras2LSTM(keras.layers.LSTM):
         super().__init__(*args, **kwargs)
 
 
+@pytest.mark.cross_kernel
 @pytest.mark.parametrize("name, input_length", KERAS2_FILES)
 def test_keras2_h5_loads_into_our_layer(name, input_length):
     data = np.load(os.path.join(FIXTURES, f"{name}.npz"))
@@ -180,11 +181,16 @@ def test_keras2_h5_loads_into_our_layer(name, input_length):
     (layer,) = [l for l in model.layers if isinstance(l, keras_embed.Embedding)]
     assert layer.input_length == input_length
     np.testing.assert_array_equal(layer.embeddings.numpy(), data["embedding_weights"])
-    # The embedding's own output is bit-identical to Keras 2's. The whole
-    # model's may differ in the last bit: Keras 3's Dense and LSTM are not
-    # tf-keras's (summation order), so those compare to float32 precision.
+    # The embedding's own output is bit-identical to Keras 2's (a lookup).
+    # The whole model's is not: Keras 3's Dense and LSTM sum in another order
+    # than tf-keras's, and on this CPU's kernels, not those of the machine
+    # that stored `expected` (1 ulp apart here, 5.96e-8 at 0.63). Outputs
+    # are at most 0.96 and the terms inside them (weights about 0.4,
+    # activations up to 1) about as large: rtol=1e-5 is about 80 ulps of each
+    # output, atol=1e-6 8 to 16 ulps of those terms, for outputs near 0.
     np.testing.assert_array_equal(layer(data["ids"]).numpy(), data["embedded"])
-    np.testing.assert_allclose(model.predict(data["ids"], verbose=0), data["expected"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(model.predict(data["ids"], verbose=0), data["expected"],
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_keras2_h5_keeps_regularizer_constraint_and_name():
@@ -199,6 +205,7 @@ def test_keras2_h5_keeps_regularizer_constraint_and_name():
     assert layer.embeddings_constraint.max_value == 2.0
 
 
+@pytest.mark.cross_kernel
 def test_keras2_h5_resaves_as_keras_file(tmp_path):
     data = np.load(os.path.join(FIXTURES, "keras2_sequential_input_length.npz"))
     model = keras.models.load_model(
@@ -209,5 +216,8 @@ def test_keras2_h5_resaves_as_keras_file(tmp_path):
     model.save(tmp_path / "migrated.keras")
     migrated = keras.models.load_model(tmp_path / "migrated.keras")
     assert migrated.layers[0].input_length == 6
+    # Saved and loaded in this process: the same kernels, bit for bit.
     np.testing.assert_array_equal(migrated.predict(data["ids"], verbose=0), model.predict(data["ids"], verbose=0))
-    np.testing.assert_allclose(migrated.predict(data["ids"], verbose=0), data["expected"], rtol=1e-6, atol=1e-7)
+    # tf-keras's, from another machine: as in test_keras2_h5_loads_into_our_layer.
+    np.testing.assert_allclose(migrated.predict(data["ids"], verbose=0), data["expected"],
+                               rtol=1e-5, atol=1e-6)

@@ -403,6 +403,7 @@ def test_convert_a_failed_save_leaves_nothing_behind(files, tmp_path, capsys, mo
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.cross_kernel
 def test_convert_a_keras2_h5_file(files, tmp_path, capsys):
     """tf-keras's IMDB-style model: its input_length is kept, and its LSTM
     (whose Keras 2 config Keras 3 rejects) loads."""
@@ -419,17 +420,16 @@ def test_convert_a_keras2_h5_file(files, tmp_path, capsys):
     layer = model.get_layer("embedding")
     assert (type(layer), layer.input_length, layer.mask_zero) == (keras_embed.Embedding, 7, True)
     np.testing.assert_array_equal(layer.get_weights()[0], expected["embedding_weights"])
-    # Float32 sums (an LSTM over 7 steps, then Dense) round differently in
-    # each TensorFlow's kernels: 16 float32 ulps of the outputs' scale.
-    # (TF 2.16.2-2.19.1 put one value near zero 2e-8 from tf-keras's, 4e-6
-    # relative, which rtol alone refused.)
-    outputs = expected["expected"]
-    np.testing.assert_allclose(
-        model.predict(expected["ids"], verbose=0), outputs, rtol=1e-6,
-        atol=16 * np.finfo(np.float32).eps * np.abs(outputs).max(),
-    )
+    # Stored by tf-keras on another machine: float32 sums (an LSTM over 7
+    # steps, then Dense, terms about 0.5) round differently in another CPU's
+    # kernels. rtol: a few ulps of each output; atol: about 8 ulps of terms
+    # about 1, for outputs near 0 (TF 2.16.2-2.19.1 put one 2e-8 from
+    # tf-keras's, 4e-6 relative).
+    np.testing.assert_allclose(model.predict(expected["ids"], verbose=0), expected["expected"],
+                               rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.cross_kernel
 def test_convert_a_trained_keras2_h5_file_keeps_its_training(tmp_path, capsys):
     """tf-keras's Adam(0.05, beta_1=0.8, epsilon=1e-5), loss "mse", metric
     "mae", after 3 steps: Keras 3's reader makes a default Adam of it (lr
@@ -456,8 +456,10 @@ def test_convert_a_trained_keras2_h5_file_keeps_its_training(tmp_path, capsys):
             optimizer._momentums[index], saved[f"optimizer/Adam/m/{path}"])
         np.testing.assert_array_equal(
             optimizer._velocities[index], saved[f"optimizer/Adam/v/{path}"])
+    # Stored by tf-keras on another machine, through Dense layers (already
+    # 1.2e-7 off here): a few ulps of each output, and of terms about 1 near 0.
     np.testing.assert_allclose(model.predict(saved["ids"], verbose=0), saved["expected"],
-                               rtol=1e-6, atol=1e-7)
+                               rtol=1e-5, atol=1e-6)
     assert set(model.evaluate(saved["ids"], saved["expected"], return_dict=True, verbose=0)) \
         == {"loss", "mae"}
 
