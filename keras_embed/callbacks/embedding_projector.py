@@ -3,7 +3,8 @@
 Keras 3's `keras.callbacks.TensorBoard(embeddings_freq=...)` writes a
 `.weights.h5` file that the projector cannot read, names only the first layer
 with weights, and looks at stock `Embedding` layers only. Here each table (of
-`keras_embed.Embedding` and `keras.layers.Embedding` layers) goes into a
+`keras_embed.Embedding`, `keras_embed.EmbeddingBag` and
+`keras.layers.Embedding` layers) goes into a
 TensorFlow checkpoint under its layer's name, with a `projector_config.pbtxt`
 and, where a vocabulary is given, a metadata file of tokens: what the
 projector plugin reads. Open it with `tensorboard --logdir LOG_DIR`,
@@ -28,21 +29,25 @@ import keras
 import tensorflow as tf
 
 from keras_embed.layers.embedding import Embedding
+from keras_embed.layers.embedding_bag import EmbeddingBag
 
 CONFIG_FILE = "projector_config.pbtxt"
 CHECKPOINT_PREFIX = "embeddings.ckpt"
 # TensorFlow's checkpoint state file, which `tf.train.latest_checkpoint`
 # (and so the projector plugin) reads.
 STATE_FILE = "checkpoint"
+# The layers whose table is written: each has `embeddings` and `input_dim`.
+TABLE_LAYERS = (Embedding, EmbeddingBag, keras.layers.Embedding)
 
 
 def embedding_layers(model):
-    """The `keras_embed.Embedding` and `keras.layers.Embedding` layers of
-    `model`, nested models included, in order."""
+    """The `keras_embed.Embedding`, `keras_embed.EmbeddingBag` and
+    `keras.layers.Embedding` layers of `model`, nested models included, in
+    order."""
     found = []
 
     def walk(layer):
-        if isinstance(layer, (Embedding, keras.layers.Embedding)):
+        if isinstance(layer, TABLE_LAYERS):
             found.append(layer)
         for inner in getattr(layer, "layers", ()):
             walk(inner)
@@ -98,13 +103,14 @@ def write_projector(log_dir, model, vocabulary=None, layers=None, step=0):
     names, tensors = [], []
     for layer in chosen:
         if not layer.built:
-            raise ValueError(f"write_projector: Embedding layer '{layer.name}' "
-                             "is not built yet: it has no table to write.")
+            raise ValueError(f"write_projector: {type(layer).__name__} layer "
+                             f"'{layer.name}' is not built yet: it has no "
+                             "table to write.")
         if layer.quantization_mode:
             raise ValueError(
-                f"write_projector: Embedding layer '{layer.name}' is quantized "
-                f"({layer.quantization_mode}): its table holds integer codes, "
-                "not vectors. Leave it out with `layers=`.")
+                f"write_projector: {type(layer).__name__} layer '{layer.name}' "
+                f"is quantized ({layer.quantization_mode}): its table holds "
+                "integer codes, not vectors. Leave it out with `layers=`.")
         names.append(layer.name)
         tensors.append(tf.cast(tf.convert_to_tensor(layer.embeddings), "float32"))
     prefix = f"{CHECKPOINT_PREFIX}-{int(step)}"
@@ -185,8 +191,7 @@ def _chosen_layers(model, layers):
     if isinstance(model, keras.layers.Layer) and not hasattr(model, "layers"):
         model = [model]
     available = (embedding_layers(model) if not isinstance(model, (list, tuple))
-                 else [l for l in model if isinstance(
-                     l, (Embedding, keras.layers.Embedding))])
+                 else [l for l in model if isinstance(l, TABLE_LAYERS)])
     if layers is not None:
         by_name = {layer.name: layer for layer in available}
         chosen = []
@@ -200,7 +205,8 @@ def _chosen_layers(model, layers):
         available = chosen
     if not available:
         raise ValueError("write_projector: found no embedding layer "
-                         "(keras_embed.Embedding or keras.layers.Embedding).")
+                         "(keras_embed.Embedding, keras_embed.EmbeddingBag or "
+                         "keras.layers.Embedding).")
     names = [layer.name for layer in available]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:

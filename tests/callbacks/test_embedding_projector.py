@@ -173,3 +173,50 @@ def test_errors_name_the_layer(tmp_path):
     with pytest.raises(ValueError, match=r"`every_n_epochs` must be a positive "
                        r"integer\. Received: 0"):
         EmbeddingProjector(tmp_path, every_n_epochs=0)
+
+
+def _bag_model():
+    """An EmbeddingBag alone in a model, trained by fit."""
+    model = keras.Sequential([keras.Input((3,), dtype="int32"),
+                              keras_embed.EmbeddingBag(6, 2, mask_zero=True, name="genres"),
+                              keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    return model
+
+
+def test_callback_writes_a_bag_table_alone(tmp_path):
+    pytest.importorskip("tensorboard", reason="pip install 'keras-embed[projector]'")
+    model = _bag_model()
+    projector = EmbeddingProjector(tmp_path, vocabulary=VOCABULARY)
+    model.fit(np.array([[1, 2, 0], [3, 4, 5]]), np.array([[1.0], [-1.0]]),
+              epochs=1, verbose=0, callbacks=[projector])
+    assert projector.written == 1
+    bag = model.get_layer("genres")
+    with tensorboard(tmp_path) as port:
+        info = json.loads(_get(port, "info", run="."))
+        assert [e["tensorName"] for e in info["embeddings"]] == ["genres"]
+        data = _get(port, "tensor", run=".", name="genres")
+        served = np.frombuffer(data, "float32").reshape(6, 2)
+        np.testing.assert_array_equal(served, bag.embeddings.numpy())
+        labels = _get(port, "metadata", run=".", name="genres").decode().splitlines()
+        assert labels == ["(empty)", "[UNK]", "good", "bad", "film", "tab here"]
+
+
+def test_bag_table_is_written_beside_an_embedding(tmp_path):
+    inputs = keras.Input((3,), dtype="int32")
+    words = keras_embed.Embedding(5, 2, name="words")(inputs)
+    genres = keras_embed.EmbeddingBag(6, 2, name="genres")(inputs)
+    model = keras.Model(inputs, [keras.layers.Flatten()(words), genres])
+    assert write_projector(tmp_path, model) == ["words", "genres"]
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
+    for name in ("words", "genres"):
+        np.testing.assert_array_equal(reader.get_tensor(name),
+                                      model.get_layer(name).embeddings.numpy())
+    config = (tmp_path / "projector_config.pbtxt").read_text()
+    assert 'tensor_name: "genres"' in config
+
+
+def test_bag_errors_name_the_bag(tmp_path):
+    bag = keras_embed.EmbeddingBag(3, 2, name="b")
+    with pytest.raises(ValueError, match=r"EmbeddingBag layer 'b' is not built yet"):
+        write_projector(tmp_path, [bag])
