@@ -114,10 +114,11 @@ class EmbeddingBag(LoraMixin, QuantizationMixin, keras.layers.Layer):
 
     def _look_up(self, ids):
         """Embedding's lookup of dense `ids`; with a `LookedUpRowsRegularizer`,
-        also its penalty on the distinct rows looked up (padding left out
-        where the bag leaves it out)."""
+        also its penalty on the distinct rows looked up, padding left out
+        (under XLA the bags look padding up and mask it after)."""
         if self._regularizes_rows():
-            self.add_loss(self.embeddings_regularizer.rows_penalty(self._table_rows, ids))
+            self.add_loss(self.embeddings_regularizer.rows_penalty(
+                self._table_rows, ids, padding=0 if self.mask_zero else None))
         return Embedding._look_up(self, ids)
 
     def __init__(

@@ -62,17 +62,31 @@ class LookedUpRowsRegularizer(keras.regularizers.Regularizer):
     def __call__(self, x):
         return self.regularizer(x)
 
-    def rows_penalty(self, table, ids):
+    def rows_penalty(self, table, ids, padding=None):
         """The wrapped regularizer of the distinct rows of `table` at `ids`.
 
         Args:
             table: the table variable, or a function of 1-D ids returning
                 their rows (how the layer reads its table).
             ids: integer ids of any shape (a dense tensor).
+            padding: an id to leave out (`EmbeddingBag(mask_zero=True)`'s
+                0, which XLA looks up and masks after), or `None`.
         """
-        distinct, _ = tf.unique(tf.reshape(ids, [-1]))
+        flat = tf.reshape(ids, [-1])
+        if padding is not None:
+            # In a fixed shape, as XLA needs: each padding id becomes the
+            # first other id, which tf.unique then counts once. With no
+            # other id (the candidate appended), the penalty is 0.
+            other = tf.not_equal(flat, padding)
+            first = tf.argmax(tf.concat([tf.cast(other, tf.int32), [1]], 0))
+            first = tf.gather(tf.concat([flat, [padding]], 0), first)
+            flat = tf.where(other, flat, first)
+        distinct, _ = tf.unique(flat)
         rows = table(distinct) if callable(table) else tf.gather(table, distinct)
-        return self.regularizer(rows)
+        penalty = self.regularizer(rows)
+        if padding is not None:
+            penalty = tf.where(tf.reduce_any(other), penalty, tf.zeros_like(penalty))
+        return penalty
 
     def get_config(self):
         return {"regularizer": keras.regularizers.serialize(self.regularizer)}

@@ -179,3 +179,64 @@ def test_embedding_bag_regularizes_full_bags_in_a_graph(rng):
                                rtol=1e-6, atol=0)  # as in the first test
     assert isinstance(gradient, tf.IndexedSlices)
     assert sorted(set(gradient.indices.numpy().tolist())) == [1, 3, 7]
+
+
+@pytest.mark.cross_kernel
+@pytest.mark.parametrize("kind", ["dense", "ragged"])
+def test_embedding_bag_under_xla_leaves_padding_out_of_the_penalty(rng, kind):
+    # Under XLA the bag looks up padding too (no ops of a data-dependent
+    # size) and masks it after: the penalty must still leave row 0 out.
+    bag = keras_embed.EmbeddingBag(
+        VOCABULARY, WIDTH, mask_zero=True,
+        embeddings_regularizer=LookedUpRowsRegularizer(keras.regularizers.l2(0.01)))
+    bag.build()
+    table = rng.normal(size=(VOCABULARY, WIDTH)).astype("float32")
+    bag.embeddings.assign(table)
+
+    def penalty_and_gradient(ids):
+        with tf.GradientTape() as tape:
+            outputs = bag(ids)
+            (loss,) = bag.losses
+            total = tf.reduce_sum(outputs) + loss
+        return loss, tf.convert_to_tensor(tape.gradient(total, bag.embeddings.value))
+
+    ids = ([[3, 3, 7], [7, 1, 0]] if kind == "dense" else [[3, 3, 7], [7, 1, 0], [0]])
+    ids = (tf.ragged.constant(ids) if kind == "ragged" else tf.constant(ids))
+    graph = tf.function(penalty_and_gradient)(ids)
+    xla = tf.function(penalty_and_gradient, jit_compile=True)(ids)
+    # XLA against a graph: sums of a few squares of values about 1 (rtol a
+    # few ulps of float32); no value is near 0 in the loss (atol=0), the
+    # gradient's row 0 and untouched rows are exactly 0 in both.
+    np.testing.assert_allclose(float(xla[0]), 0.01 * np.sum(table[[1, 3, 7]].astype("float64") ** 2),
+                               rtol=1e-5, atol=0)
+    np.testing.assert_allclose(float(xla[0]), float(graph[0]), rtol=1e-5, atol=0)
+    np.testing.assert_allclose(xla[1].numpy(), graph[1].numpy(), rtol=1e-5, atol=1e-7)
+    assert not np.any(xla[1].numpy()[0])
+    padding_only = tf.zeros_like(ids)  # No row looked up: no penalty.
+    loss, gradient = tf.function(penalty_and_gradient, jit_compile=True)(padding_only)
+    assert float(loss) == 0.0 and not np.any(gradient.numpy())
+
+
+@pytest.mark.cross_kernel
+def test_embedding_bag_fit_under_xla_gives_graphs_penalty_and_keeps_padding(rng):
+    losses, tables = [], []
+    for jit_compile in (False, True):
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([
+            keras.Input((3,), dtype="int32"),
+            keras_embed.EmbeddingBag(VOCABULARY, WIDTH, mask_zero=True,
+                                     embeddings_initializer="ones", name="bag",
+                                     embeddings_regularizer=LookedUpRowsRegularizer(
+                                         keras.regularizers.l2(0.01)))])
+        model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit_compile)
+        ids = np.array([[3, 3, 7], [7, 1, 0]])
+        # Targets equal to the bags (ones): the loss is the penalty alone,
+        # 3 distinct rows x 2 values x 0.01 x 1^2 = 0.06.
+        history = model.fit(ids, np.ones((2, WIDTH)), epochs=1, verbose=0)
+        losses.append(history.history["loss"][0])
+        tables.append(model.get_layer("bag").embeddings.numpy())
+    # XLA against a graph, on the terms 0.01 * 1^2: rtol a few ulps, no value near 0.
+    np.testing.assert_allclose(losses, [0.06, 0.06], rtol=1e-5, atol=0)
+    np.testing.assert_array_equal(tables[1][0], np.ones(WIDTH, "float32"))  # Padding never moves.
+    np.testing.assert_array_equal(tables[0][0], np.ones(WIDTH, "float32"))
+    np.testing.assert_allclose(tables[1], tables[0], rtol=1e-5, atol=1e-7)
