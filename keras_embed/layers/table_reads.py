@@ -43,7 +43,11 @@ def mark_updated_by_rows(variable):
 
 
 def is_updated_by_rows(variable):
-    """Whether `mark_updated_by_rows(variable)` was called."""
+    """Whether `mark_updated_by_rows(variable)` was called.
+
+    Args:
+        variable: a `tf.Variable` or Keras variable (a layer's table).
+    """
     return getattr(variable, _UPDATED_BY_ROWS, False)
 
 
