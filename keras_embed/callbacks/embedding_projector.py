@@ -43,7 +43,11 @@ TABLE_LAYERS = (Embedding, EmbeddingBag, keras.layers.Embedding)
 def embedding_layers(model):
     """The `keras_embed.Embedding`, `keras_embed.EmbeddingBag` and
     `keras.layers.Embedding` layers of `model`, nested models included, in
-    order."""
+    order.
+
+    Args:
+        model: a Keras model, or a layer.
+    """
     found = []
 
     def walk(layer):
