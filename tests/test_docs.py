@@ -168,6 +168,13 @@ def site(tmp_path_factory):
     return folder
 
 
+def test_the_performance_plot_is_the_committed_baseline_run():
+    """docs/images/benchmark.png is a copy (MkDocs serves only docs/)."""
+    with open(os.path.join(DOCS, "images", "benchmark.png"), "rb") as copy, \
+            open(os.path.join(ROOT, "benchmarks", "baseline", "benchmark.png"), "rb") as run:
+        assert copy.read() == run.read(), "copy benchmarks/baseline/benchmark.png to docs/images/"
+
+
 def test_the_site_builds_strictly(site):
     assert os.path.isfile(os.path.join(site, "index.html"))
     assert os.path.isfile(os.path.join(site, "demo_vectors.png"))
@@ -193,6 +200,12 @@ def test_each_api_page_shows_its_signature_and_arguments(site, name):
         html = file.read()
     value = public_names()[name]
     assert f'id="{name}"' in html, f"{name}: no heading for it"
+    if ">>>" in (inspect.getdoc(value) or ""):
+        # The docstring's example, fenced as code (docs/hooks/doctest_fences.py),
+        # not read as Markdown (where ">>>" starts a block quote).
+        assert '<span class="gp">&gt;&gt;&gt; </span>' in html and "<blockquote>" not in html, f"{name}: example"
+    if inspect.isclass(value) and issubclass(value, keras.layers.Layer):
+        assert "Input shape" in html and "Output shape" in html, f"{name}: shapes"
     if inspect.ismodule(value):
         assert "doc-signature" not in html.split('id="' + name + '"', 1)[0]
         return  # A module's page: its docstring and a table of its names.
