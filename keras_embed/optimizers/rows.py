@@ -49,11 +49,31 @@ def summed_duplicates(slices):
     return tf.IndexedSlices(values, ids, slices.dense_shape)
 
 
+# Variables of these dtypes are updated with float32 arithmetic, rounded
+# once when stored: the rules' constants and small terms do not survive in
+# 16 bits. In float16 `epsilon=1e-8` is 0 (a row with a zero gradient and
+# accumulator divides 0 by 0: NaN) and the square of a gradient below ~2.4e-4
+# is 0 (Adam then divides a momentum by `epsilon` alone: a step 1e4 times too
+# large); in bfloat16 `beta_2=0.999` is 0.996 and `momentum=0.9` is 0.898. A
+# guard on the division would stop the NaN but not make the step the rule's.
+# The slots keep the variable's dtype (what is saved is unchanged).
+LOW_PRECISION = (tf.float16, tf.bfloat16)
+
+
+def arithmetic_dtype(dtype):
+    """The dtype a variable of `dtype` is updated in: float32 for 16-bit
+    floats, `dtype` otherwise."""
+    dtype = tf.as_dtype(dtype)
+    return tf.float32 if dtype in LOW_PRECISION else dtype
+
+
 def gather_rows(variable, rows):
-    """Rows of a variable, read without reading the whole variable."""
+    """Rows of a variable, read without reading the whole variable, in its
+    `arithmetic_dtype` (float32 for 16-bit floats)."""
     if isinstance(variable, keras.Variable):
         variable = variable.value
-    return tf.gather(variable, rows)
+    values = tf.gather(variable, rows)
+    return tf.cast(values, arithmetic_dtype(values.dtype))
 
 
 def map_values(function, gradient):
@@ -187,10 +207,19 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         """Updates `variable` and its slots for one (dense or sparse) gradient."""
         index = self._get_variable_index(variable)
-        lr = ops.cast(learning_rate, variable.dtype)
+        # A 16-bit variable is updated in float32 (see LOW_PRECISION); a
+        # scalar one (no rows) in its own dtype, as Keras updates it.
+        dtype = arithmetic_dtype(variable.dtype) if variable.shape else variable.dtype
+        lr = ops.cast(learning_rate, dtype)
         decay = None
         if self.weight_decay is not None and self._use_weight_decay(variable):
-            decay = ops.cast(self.weight_decay, variable.dtype)
+            decay = ops.cast(self.weight_decay, dtype)
+        if dtype != variable.dtype and not isinstance(gradient, tf.IndexedSlices):
+            # Its dense gradient: the rows' update, in float32, of all rows.
+            rows = tf.range(variable.shape[0])
+            new_rows = self._updated_rows(index, rows, gradient, variable, lr, decay)
+            self.assign(variable, tf.cast(new_rows, variable.dtype))
+            return
         if not isinstance(gradient, tf.IndexedSlices):
             if decay is not None:
                 self.assign_sub(variable, variable * decay * lr)
@@ -205,16 +234,20 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
         if tf.distribute.get_strategy().num_replicas_in_sync > 1:
             gradient = summed_duplicates(gradient)
         rows = gradient.indices
+        new_rows = self._updated_rows(index, rows, gradient.values, variable, lr, decay)
+        # A scatter-update of new rows, not a scatter-sub of the step: TF's
+        # CPU scatter-sub is several times slower than a gather plus an update.
+        self.assign(variable, tf.IndexedSlices(tf.cast(new_rows, variable.dtype), rows))
+
+    def _updated_rows(self, index, rows, gradient, variable, lr, decay):
+        """The new rows `rows` (unique) of `variable` for their `gradient`,
+        weight decay first, in `arithmetic_dtype`; updates the slots' rows."""
         variable_rows = gather_rows(variable, rows)
         if decay is not None:
             variable_rows = variable_rows - variable_rows * decay * lr
-        new_rows = self.update_rows(
-            index, rows, ops.cast(gradient.values, variable.dtype),
-            variable_rows, lr,
+        return self.update_rows(
+            index, rows, ops.cast(gradient, variable_rows.dtype), variable_rows, lr
         )
-        # A scatter-update of new rows, not a scatter-sub of the step: TF's
-        # CPU scatter-sub is several times slower than a gather plus an update.
-        self.assign(variable, tf.IndexedSlices(new_rows, rows))
 
     def _warn_if_read_densely(self, variable):
         """Once per optimizer, at trace time: a row-written table read whole
@@ -247,8 +280,8 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
         raise NotImplementedError
 
     def assign_rows(self, slot, rows, values):
-        """Writes `values` into the rows `rows` of `slot`."""
-        self.assign(slot, tf.IndexedSlices(values, rows))
+        """Writes `values` into the rows `rows` of `slot`, in its dtype."""
+        self.assign(slot, tf.IndexedSlices(tf.cast(values, slot.dtype), rows))
 
 
 # Keras's `fit` and `train_on_batch` without a strategy build the optimizer
