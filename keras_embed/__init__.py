@@ -17,6 +17,7 @@ from keras_embed import pretrained  # noqa: E402
 from keras_embed.layers import graph_errors  # noqa: E402
 from keras_embed.layers import input_length  # noqa: E402
 from keras_embed.layers import jit_default  # noqa: E402
+from keras_embed.layers import table_reads  # noqa: E402
 from keras_embed.layers.embedding import Embedding  # noqa: E402
 from keras_embed.layers.embedding_bag import EmbeddingBag  # noqa: E402
 from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer  # noqa: E402
@@ -32,6 +33,7 @@ graph_errors.install()  # TensorFlow's graph errors: our id check's sentence fir
 input_length.install_sequential_input(Embedding)  # keras.Sequential.add / build.
 load_errors.install()  # keras.models.load_model, keras.saving.load_model.
 jit_default.install()  # Keras's jit_compile="auto": no XLA for a model with our layer.
+table_reads.install()  # Keras's optimizers: a row write marks our table read by rows.
 
 __all__ = [
     "Embedding", "EmbeddingBag", "LookedUpRowsRegularizer", "callbacks", "load_keras2_model", "optimizers",

@@ -4,7 +4,17 @@ Which read is cheap depends on how the optimizer writes the table, so the
 optimizer says (`mark_updated_by_rows`), and the layer asks
 (`is_updated_by_rows`). Both live here, in the layers' wing, because layers
 must not import optimizers; `keras_embed.optimizers` re-exports them.
+
+Ours mark their variables when built. Keras's own optimizers say it by
+writing rows: `install` makes their first row write of one of our tables
+mark it (`keras.optimizers.SGD()` writes a `scatter_sub` of the gradient's
+rows), so a user who keeps Keras's optimizer reads by rows too.
 """
+
+import contextlib
+import weakref
+
+import tensorflow as tf
 
 # TensorFlow keeps a variable's buffer in place for reads and updates of one
 # kind: once rows of it have been written with a scatter (or read with a
@@ -22,8 +32,10 @@ def mark_updated_by_rows(variable):
     marks its variables when it is built: before the first trace of the
     training step in `fit`; in a custom `tf.function` loop, call
     `optimizer.build(model.trainable_variables)` before the first step.
-    Mark by hand a table trained by another optimizer that writes rows, such
-    as `keras.optimizers.SGD` without momentum.
+    Keras's own optimizers mark one of our tables at their first row write
+    of it (`keras.optimizers.SGD` without momentum); mark by hand a table
+    that another kind of optimizer (not a `keras.optimizers.Optimizer`)
+    writes by rows.
 
     Example:
 
@@ -70,3 +82,92 @@ def mark_layer_variables(layer):
 def is_layer_variable(variable):
     """Whether `mark_layer_variables` marked `variable`."""
     return getattr(variable, _OURS, False)
+
+
+# Keras's `fit` and `train_on_batch` trace the step's lookup before its
+# first optimizer update (which builds the optimizer, without a strategy):
+# a table marked during that trace was looked up with a dense read. A
+# tf.function whose first trace created variables traces again, so marking
+# there creates this scalar: the step is traced again, with row reads. It
+# belongs to no model or optimizer's variables (nor to saved files): it
+# holds nothing.
+_RETRACE_VARIABLES = weakref.WeakKeyDictionary()
+
+
+def retrace_with_row_reads(owner, device=None):
+    """Creates a variable in the current trace, if any, which makes
+    tf.function trace the step again (now with row reads of the tables just
+    marked). Where the trace may not create one (not a function's first
+    trace), the next trace reads by rows.
+
+    Under a `tf.distribute` strategy the variable is one plain variable on
+    `device` (the variable written): a mirrored one, made in an update of a
+    traced step, reads its first copy's value in the trace, which fails.
+    Under the parameter-server strategy (whose steps create no variables) no
+    retrace is forced: the next trace reads by rows."""
+    if not tf.inside_function() or isinstance(
+        tf.distribute.get_strategy(), tf.distribute.experimental.ParameterServerStrategy
+    ):
+        return
+    try:
+        with _one_device_variables(device):
+            _RETRACE_VARIABLES[owner] = tf.Variable(0, trainable=False, name="retrace")
+    except ValueError:  # "tf.function only supports ... created on the first call"
+        pass
+
+
+def _one_device_variables(device):
+    """A scope whose variables the current strategy (if any) does not mirror
+    or place: its creators take `colocate_with=SingleDevice(device)` so."""
+    if not tf.distribute.has_strategy():
+        return contextlib.nullcontext()
+    from tensorflow.python.distribute.numpy_dataset import SingleDevice
+
+    single = SingleDevice(device or "/cpu:0")
+
+    def creator(next_creator, **kwargs):
+        kwargs["colocate_with"] = single
+        return next_creator(**kwargs)
+
+    return tf.variable_creator_scope(creator)
+
+
+def _note_row_write(optimizer, variable):
+    """Marks `variable` when it is (a replica or shard of) one of our tables
+    that `optimizer` trains, at its first row write."""
+    try:
+        owner = optimizer._trainable_variables[optimizer._get_variable_index(variable)]
+    except (AttributeError, KeyError, IndexError):  # A slot, not a trained variable.
+        return
+    if is_layer_variable(owner) and not is_updated_by_rows(owner):
+        mark_updated_by_rows(owner)
+        retrace_with_row_reads(optimizer, getattr(variable, "device", None))
+
+
+def install():
+    """Makes Keras's optimizers mark our tables at their first row write
+    (`assign`, `assign_add` or `assign_sub` of a `tf.IndexedSlices`, which
+    the TensorFlow backend writes with a scatter). Safe to call twice; if a
+    future Keras moves these methods, Keras is left as it is (tables are
+    then marked by our optimizers or by hand only)."""
+    try:
+        from keras.src.backend.tensorflow.optimizer import TFOptimizer
+    except ImportError:
+        return
+    for name in ("assign", "assign_add", "assign_sub"):
+        stock = getattr(TFOptimizer, name, None)
+        if stock is None or getattr(stock, "_keras_embed_row_writes", False):
+            continue
+        setattr(TFOptimizer, name, _noting_row_writes(stock))
+
+
+def _noting_row_writes(stock):
+    def write(self, variable, value):
+        if isinstance(value, tf.IndexedSlices):
+            _note_row_write(self, variable)
+        return stock(self, variable, value)
+
+    write._keras_embed_row_writes = True
+    write.__wrapped__ = stock
+    write.__name__, write.__doc__ = stock.__name__, stock.__doc__
+    return write

@@ -11,7 +11,6 @@ and gives dense gradients its Keras counterpart's update.
 """
 
 import warnings
-import weakref
 
 import keras
 import tensorflow as tf
@@ -20,6 +19,7 @@ from keras import ops
 from keras_embed.layers.table_reads import is_layer_variable
 from keras_embed.layers.table_reads import is_updated_by_rows
 from keras_embed.layers.table_reads import mark_updated_by_rows
+from keras_embed.layers.table_reads import retrace_with_row_reads
 from keras_embed.optimizers.finite_steps import apply_if_finite
 
 
@@ -128,8 +128,8 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
         newly_marked = [v for v in var_list if not is_updated_by_rows(v)]
         for variable in newly_marked:
             mark_updated_by_rows(variable)
-        if newly_marked and tf.inside_function():
-            _retrace_with_row_reads(self)
+        if newly_marked:  # Built in the step's first trace: trace it again.
+            retrace_with_row_reads(self)
 
     def add_slot(self, variable, name, initializer="zeros", shape=None):
         """A slot for `variable` named as Keras names its slots, or `None`
@@ -282,22 +282,6 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
     def assign_rows(self, slot, rows, values):
         """Writes `values` into the rows `rows` of `slot`, in its dtype."""
         self.assign(slot, tf.IndexedSlices(tf.cast(values, slot.dtype), rows))
-
-
-# Keras's `fit` and `train_on_batch` without a strategy build the optimizer
-# inside the first trace of the training step: after the lookup was traced
-# with a dense read of a table not yet marked. tf.function traces again when
-# its first trace created variables, which slots do; an optimizer without
-# slots (plain SGD) creates this scalar instead, so that the step is traced
-# again with row reads. It is kept out of the optimizer's variables (and so
-# out of saved files) on purpose: it holds nothing.
-_RETRACE_VARIABLES = weakref.WeakKeyDictionary()
-
-
-def _retrace_with_row_reads(optimizer):
-    """Creates a variable in the current trace, which makes tf.function trace
-    the step again (now with row reads of the tables just marked)."""
-    _RETRACE_VARIABLES[optimizer] = tf.Variable(0, trainable=False, name="retrace")
 
 
 def _slot_prefix(variable):

@@ -28,9 +28,8 @@ class SGD(RowSparseOptimizer):
 
     Without momentum that is the dense update's result too (a row with no
     gradient moves by 0). It marks the table as written by rows when built,
-    so `keras_embed.Embedding` reads it by rows: with
-    `keras.optimizers.SGD` the table must be marked by hand
-    (`mark_updated_by_rows`), or every step copies it whole.
+    so `keras_embed.Embedding` reads it by rows (`keras.optimizers.SGD`
+    marks it at its first row write, then the step is traced again).
 
     With momentum the semantics are lazy, as `LazyAdam`'s: a row absent from
     a step keeps its value and its velocity on that step. Keras's dense SGD
