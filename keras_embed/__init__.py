@@ -35,6 +35,20 @@ load_errors.install()  # keras.models.load_model, keras.saving.load_model.
 jit_default.install()  # Keras's jit_compile="auto": no XLA for a model with our layer.
 table_reads.install()  # Keras's optimizers: a row write marks our table read by rows.
 
+# Modules kept at their paths from before the layout moved (each says where
+# its code lives now), imported on first use: `keras_embed.migration` after
+# a bare `import keras_embed`, without a public name here.
+_COMPATIBILITY_MODULES = ("migration",)
+
+
+def __getattr__(name):
+    if name in _COMPATIBILITY_MODULES:
+        import importlib
+
+        return importlib.import_module(f"keras_embed.{name}")
+    raise AttributeError(f"module 'keras_embed' has no attribute {name!r}")
+
+
 __all__ = [
     "Embedding", "EmbeddingBag", "LookedUpRowsRegularizer", "callbacks", "load_keras2_model", "optimizers",
     "pretrained", "swap", "unswap",
