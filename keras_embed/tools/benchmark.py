@@ -38,12 +38,10 @@ missed; `keras-embed bench`, a user's tool, prints the measurements.
 """
 
 import argparse
-import gc
 import json
 import os
 import sys
 import time
-import warnings
 
 import numpy as np
 
@@ -54,14 +52,16 @@ from keras_embed.tools.benchmark_floors import floors
 from keras_embed.tools.benchmark_report import format_floors
 from keras_embed.tools.benchmark_report import format_tables
 from keras_embed.tools.benchmark_report import plot
-from keras_embed.tools.measuring import allocated
+from keras_embed.tools.measuring import BATCH
+from keras_embed.tools.measuring import LENGTH
+from keras_embed.tools.measuring import TRAIN_WIDTH
 from keras_embed.tools.measuring import interleaved
 from keras_embed.tools.measuring import machine
 from keras_embed.tools.measuring import measure_copy_bandwidth
+from keras_embed.tools.measuring import time_training
+from keras_embed.tools.measuring import training_model
 from keras_embed.utils.memory import available_memory_bytes
 
-BATCH, LENGTH = 256, 200
-TRAIN_WIDTH = 64
 FULL = {
     "lookup_rows": (10_000, 100_000, 1_000_000),
     "lookup_widths": (16, 64, 256),
@@ -251,19 +251,6 @@ def share_of_copy_bandwidth(lookup, bandwidth):
     return bytes_per_s / (bandwidth["copy_gb_per_s"] * 1e9)
 
 
-def _training_model(layer, optimizer):
-    import keras
-
-    model = keras.Sequential([
-        keras.Input((LENGTH,), dtype="int32"),
-        layer,
-        keras.layers.GlobalAveragePooling1D(),
-        keras.layers.Dense(1),
-    ])
-    model.compile(optimizer=optimizer, loss="mse")
-    return model
-
-
 def measure_training(rows, repeats, rng):
     """Step time and memory of the three training configurations at V=rows."""
     import keras
@@ -273,11 +260,11 @@ def measure_training(rows, repeats, rng):
     from keras_embed.optimizers import LazyAdam
 
     makers = {
-        "stock + Adam": lambda: _training_model(
+        "stock + Adam": lambda: training_model(
             keras.layers.Embedding(rows, TRAIN_WIDTH), keras.optimizers.Adam()),
-        "ours + Adam": lambda: _training_model(
+        "ours + Adam": lambda: training_model(
             keras_embed.Embedding(rows, TRAIN_WIDTH), keras.optimizers.Adam()),
-        "ours + LazyAdam": lambda: _training_model(
+        "ours + LazyAdam": lambda: training_model(
             keras_embed.Embedding(rows, TRAIN_WIDTH), LazyAdam()),
     }
     ids = tf.constant(rng.integers(rows, size=(BATCH, LENGTH)), tf.int32)
@@ -295,65 +282,6 @@ def measure_training(rows, repeats, rng):
         "lazy_speedup_vs_stock_adam":
             seconds["stock + Adam"] / seconds["ours + LazyAdam"],
     }
-
-
-def time_training(makers, ids, targets, repeats, together):
-    """Median seconds per `train_on_batch` of each model `makers` build, what
-    each holds and the peak of its step above that (bytes).
-
-    Args:
-        makers: dict of name -> function of no arguments returning a
-            compiled model.
-        ids, targets: the one batch every step trains on.
-        repeats: rounds of `interleaved`.
-        together: whether all models are alive together and timed in
-            interleaved rounds (else one after the other, each freed after).
-
-    Returns:
-        `(seconds, held, step_peak)`, three dicts keyed by name.
-    """
-    import keras
-
-    models, held, step_peak = {}, {}, {}
-
-    def build(name):
-        model = makers[name]()
-        for _ in range(2):  # builds the optimizer, traces, warms up
-            model.train_on_batch(ids, targets)
-        # What the configuration holds, counted exactly (the allocator's
-        # running total also moves with one-time allocations of the process).
-        held[name] = sum(
-            int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
-            for v in model.variables + model.optimizer.variables
-        )
-        gc.collect()
-        current, _ = allocated(reset=True)
-        model.train_on_batch(ids, targets)
-        step_peak[name] = allocated()[1] - current
-        return model
-
-    def step(model):
-        return lambda: model.train_on_batch(ids, targets)
-
-    # Dense optimizers turn the table's gradient into a dense tensor, and
-    # TensorFlow says so above 10**8 elements: that is what is being
-    # measured, not news.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Converting sparse IndexedSlices")
-        if together:
-            models = {name: build(name) for name in makers}
-            seconds = interleaved({n: step(m) for n, m in models.items()}, repeats)
-        else:
-            seconds = {}
-            for name in makers:
-                model = build(name)
-                seconds.update(interleaved({name: step(model)}, repeats))
-                del model
-                gc.collect()
-    del models
-    gc.collect()
-    keras.backend.clear_session()
-    return seconds, held, step_peak
 
 
 def _medians(result):

@@ -10,6 +10,8 @@ slots several times) and ours are timed one after the other, each freed
 before the next is built (a 10M x 64 table is 2.56 GB).
 """
 
+from keras_embed.tools.measuring import time_training
+from keras_embed.tools.measuring import training_model
 from keras_embed.utils.memory import available_memory_bytes
 
 STOCK_UP_TO = 1_000_000
@@ -41,14 +43,13 @@ def makers(rows, width):
 
     import keras_embed
     from keras_embed import optimizers
-    from keras_embed.tools.benchmark import _training_model
 
     def ours(optimizer):
-        return lambda: _training_model(keras_embed.Embedding(rows, width), optimizer())
+        return lambda: training_model(keras_embed.Embedding(rows, width), optimizer())
 
     def marked_sgd():
         layer = keras_embed.Embedding(rows, width)
-        model = _training_model(layer, keras.optimizers.SGD())
+        model = training_model(layer, keras.optimizers.SGD())
         optimizers.mark_updated_by_rows(layer.embeddings)  # before the first trace
         return model
 
@@ -63,7 +64,7 @@ def makers(rows, width):
     }
     if rows <= STOCK_UP_TO:
         def stock(optimizer):
-            return lambda: _training_model(keras.layers.Embedding(rows, width), optimizer())
+            return lambda: training_model(keras.layers.Embedding(rows, width), optimizer())
 
         found["stock + keras Adagrad"] = stock(keras.optimizers.Adagrad)
         found["stock + keras Ftrl"] = stock(keras.optimizers.Ftrl)
@@ -75,7 +76,6 @@ def measure_optimizers(rows, repeats, rng, batch, length, width):
     """Step times and memory of every configuration of `makers` at V=rows."""
     import tensorflow as tf
 
-    from keras_embed.tools.benchmark import time_training
 
     built = makers(rows, width)
     ids = tf.constant(rng.integers(rows, size=(batch, length)), tf.int32)

@@ -1,5 +1,10 @@
 """How the benchmark harness measures: timing in interleaved rounds, the
-machine's memory-copy bandwidth, the CPU allocator's peak, the machine.
+machine's memory-copy bandwidth, the CPU allocator's peak, the machine; and
+what its sections share: the workload (`BATCH` x `LENGTH` ids,
+`TRAIN_WIDTH`), the training model and the timing of its steps. The
+harness's modules import downwards only: this one, then `bag_benchmark`,
+`benchmark_optimizers`, `benchmark_report`, `benchmark_floors`, and
+`benchmark` at the top.
 
 Example:
 
@@ -8,15 +13,19 @@ Example:
 ['a', 'b']
 """
 
+import gc
 import os
 import platform
 import time
+import warnings
 
 import numpy as np
 
 from keras_embed.utils.memory import physical_memory_bytes
 
 GIB = 2**30
+BATCH, LENGTH = 256, 200
+TRAIN_WIDTH = 64
 
 
 def interleaved(candidates, repeats, calls=1):
@@ -96,3 +105,77 @@ def machine():
             "memory_gib": float("nan") if memory is None else memory / GIB,
             "python": platform.python_version(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "platform": platform.platform()}
+
+
+def training_model(layer, optimizer):
+    """The training sections' model: `layer` (an embedding of `LENGTH` ids)
+    -> GlobalAveragePooling1D -> Dense(1), compiled with `optimizer` and MSE."""
+    import keras
+
+    model = keras.Sequential([
+        keras.Input((LENGTH,), dtype="int32"),
+        layer,
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(1),
+    ])
+    model.compile(optimizer=optimizer, loss="mse")
+    return model
+
+
+def time_training(makers, ids, targets, repeats, together):
+    """Median seconds per `train_on_batch` of each model `makers` build, what
+    each holds and the peak of its step above that (bytes).
+
+    Args:
+        makers: dict of name -> function of no arguments returning a
+            compiled model.
+        ids, targets: the one batch every step trains on.
+        repeats: rounds of `interleaved`.
+        together: whether all models are alive together and timed in
+            interleaved rounds (else one after the other, each freed after).
+
+    Returns:
+        `(seconds, held, step_peak)`, three dicts keyed by name.
+    """
+    import keras
+
+    models, held, step_peak = {}, {}, {}
+
+    def build(name):
+        model = makers[name]()
+        for _ in range(2):  # builds the optimizer, traces, warms up
+            model.train_on_batch(ids, targets)
+        # What the configuration holds, counted exactly (the allocator's
+        # running total also moves with one-time allocations of the process).
+        held[name] = sum(
+            int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
+            for v in model.variables + model.optimizer.variables
+        )
+        gc.collect()
+        current, _ = allocated(reset=True)
+        model.train_on_batch(ids, targets)
+        step_peak[name] = allocated()[1] - current
+        return model
+
+    def step(model):
+        return lambda: model.train_on_batch(ids, targets)
+
+    # Dense optimizers turn the table's gradient into a dense tensor, and
+    # TensorFlow says so above 10**8 elements: that is what is being
+    # measured, not news.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Converting sparse IndexedSlices")
+        if together:
+            models = {name: build(name) for name in makers}
+            seconds = interleaved({n: step(m) for n, m in models.items()}, repeats)
+        else:
+            seconds = {}
+            for name in makers:
+                model = build(name)
+                seconds.update(interleaved({name: step(model)}, repeats))
+                del model
+                gc.collect()
+    del models
+    gc.collect()
+    keras.backend.clear_session()
+    return seconds, held, step_peak

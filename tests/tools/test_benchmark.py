@@ -167,3 +167,30 @@ def test_check_exits_non_zero_when_a_floor_is_missed(monkeypatch, capsys):
     monkeypatch.setattr(benchmark, "run", lambda **kwargs: met)
     assert benchmark.main(["--check"]) == 0
     assert format_floors(benchmark.floors(met)).splitlines()[2].startswith("- met: ")
+
+
+def test_the_harness_modules_import_each_other_downwards_only():
+    # benchmark (the top: sections, main) imports the others; none of them
+    # imports it, at the top or inside a function. Order, lowest first:
+    # measuring, bag_benchmark, benchmark_optimizers, benchmark_report,
+    # benchmark_floors, benchmark.
+    import ast
+
+    order = ["measuring", "bag_benchmark", "benchmark_optimizers", "benchmark_report",
+             "benchmark_floors", "benchmark"]
+    folder = os.path.dirname(benchmark.__file__)
+    for position, name in enumerate(order):
+        with open(os.path.join(folder, f"{name}.py"), encoding="utf-8") as file:
+            tree = ast.parse(file.read())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "keras_embed.tools":
+                    imported.update(alias.name for alias in node.names)
+                elif node.module.startswith("keras_embed.tools."):
+                    imported.add(node.module.rsplit(".", 1)[1])
+            elif isinstance(node, ast.Import):
+                imported.update(a.name.rsplit(".", 1)[1] for a in node.names
+                                if a.name.startswith("keras_embed.tools."))
+        higher = sorted(imported & set(order[position:]))
+        assert not higher, f"tools/{name}.py imports {higher}, which are not below it"
