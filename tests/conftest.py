@@ -27,6 +27,11 @@ def pytest_configure(config):
         "cross_kernel: compares with numbers stored on another machine or computed by "
         "another kernel (tf-keras, XLA); CI reruns these with TF_ENABLE_ONEDNN_OPTS=0",
     )
+    config.addinivalue_line(
+        "markers",
+        "matrix: the Keras 2 conversion matrix, files written by tf-keras at test time "
+        "(a few minutes; run with the rest, deselect with -m 'not matrix')",
+    )
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Keras 2 model configs, made into Keras 3 models: the adaptations that the
-`.h5` path (`saved_models`) and the SavedModel path (`keras2_saved_model`)
+`.h5` path (`keras2_h5`) and the SavedModel path (`keras2_saved_model`)
 share.
 
 Keras 3's legacy loader already turns `batch_input_shape`, Keras 2's
@@ -7,8 +7,13 @@ Keras 3's legacy loader already turns `batch_input_shape`, Keras 2's
 
 - `Embedding` configs are read as `keras_embed.Embedding`, which keeps
   `input_length` (stock Keras 3 drops it) and `batch_input_shape`;
+- Keras 2's dtype policies (`{"class_name": "Policy", ...}`, as
+  `mixed_float16` models hold them) are given as their names, which Keras 3
+  reads (its loader fails on the record: "'str' object has no attribute
+  'quantization_mode'");
 - `LSTM` and `GRU` configs lose `time_major`, which Keras 2 wrote in every
-  one and Keras 3 rejects;
+  one and Keras 3 rejects, wherever they are (inside `Bidirectional` too);
+- a layer inside a wrapper gets the module Keras 3 finds it by;
 - a `Lambda` layer's saved lambda is read in Keras 3's form, so that
   Keras's safe mode decides whether its bytecode is loaded;
 - a nested Sequential model's calls are numbered as Keras 3 numbers them.
@@ -17,7 +22,7 @@ Example:
 
 >>> from keras_embed.saving import keras2_configs
 >>> sorted(keras2_configs.custom_objects())
-['Embedding', 'GRU', 'LSTM', 'Lambda']
+['Embedding', 'Lambda']
 """
 
 import inspect
@@ -32,12 +37,7 @@ from keras_embed.layers.embedding import Embedding
 def custom_objects(user_objects=None):
     """The custom objects a Keras 2 config is loaded with: ours, then
     `user_objects` (which win)."""
-    objects = {
-        "Embedding": _Keras2Embedding,
-        "LSTM": _without_time_major(keras.layers.LSTM),
-        "GRU": _without_time_major(keras.layers.GRU),
-        "Lambda": _Keras2Lambda,
-    }
+    objects = {"Embedding": _Keras2Embedding, "Lambda": _Keras2Lambda}
     objects.update(user_objects or {})
     return objects
 
@@ -54,22 +54,6 @@ class _Keras2Embedding:
         if "input_shape" in config and "batch_input_shape" not in config:
             config["batch_input_shape"] = config.pop("input_shape")
         return Embedding.from_config(config)
-
-
-def _without_time_major(layer_class):
-    """A stand-in for `layer_class` whose `from_config` drops the
-    `time_major` key and makes a `layer_class` layer (not a subclass, so the
-    model saves as stock Keras). A class, not a function, so that wrappers
-    such as `Bidirectional`, which deserialize their layer themselves, get
-    a layer too."""
-
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        config.pop("time_major", None)
-        return layer_class.from_config(config)
-
-    return type(f"Keras2{layer_class.__name__}", (),
-                {"from_config": classmethod(from_config)})
 
 
 class _Keras2Lambda:
@@ -116,7 +100,7 @@ def model_from_config(model_config, user_objects=None, safe_mode=True):
     from keras.src.legacy.saving import saving_utils
     from keras.src.saving import serialization_lib
 
-    config = json_utils.decode(json.dumps(model_config))
+    config = keras3_forms(json_utils.decode(json.dumps(model_config)))
     _renumber_nested_sequentials(config)
     objects = {**custom_objects(user_objects),
                **keras.saving.get_custom_objects()}
@@ -130,6 +114,34 @@ def model_from_config(model_config, user_objects=None, safe_mode=True):
             if missing is not None:
                 raise UnknownClassError(missing) from error
             raise
+
+
+# Where a wrapper (`Bidirectional`, `TimeDistributed`, an RNN and its cells)
+# keeps the layers it wraps: Keras 3 reads them by their module, which Keras
+# 2 did not write.
+_WRAPPED = ("layer", "backward_layer", "cell", "cells")
+
+
+def keras3_forms(value):
+    """A Keras 2 config (or any part of one) with the records Keras 3 reads
+    otherwise rewritten: dtype policies as their names, no `time_major` in an
+    `LSTM` or `GRU` config, and the module of a wrapped Keras layer."""
+    if isinstance(value, list):
+        return [keras3_forms(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if value.get("class_name") == "Policy" and set(value.get("config") or {}) == {"name"}:
+        return value["config"]["name"]
+    value = {key: keras3_forms(item) for key, item in value.items()}
+    if value.get("class_name") in ("LSTM", "GRU") and isinstance(value.get("config"), dict):
+        value["config"].pop("time_major", None)
+    inner = value.get("config")
+    for key in _WRAPPED if isinstance(inner, dict) else ():
+        for layer in inner[key] if isinstance(inner.get(key), list) else [inner.get(key)]:
+            if isinstance(layer, dict) and "module" not in layer and isinstance(
+                    getattr(keras.layers, str(layer.get("class_name")), None), type):
+                layer["module"] = "keras.layers"
+    return value
 
 
 def _renumber_nested_sequentials(config):
@@ -229,13 +241,21 @@ def _metric(config):
 _NO_EFFECT = {"jit_compile", "is_legacy_optimizer"}
 
 
+# tf-keras's loss-scale optimizers (`mixed_float16`): the current one's and
+# the legacy one's class names.
+_LOSS_SCALE = ("LossScaleOptimizerV3", "LossScaleOptimizer")
+
+
 def optimizer_from_config(optimizer_config):
     """A Keras 3 optimizer from a Keras 2 optimizer config, if it names one
     of Keras's optimizers (`"Adam"`, or `"Custom>Adam"` as tf-keras 2.11+
-    wrote it); and notes on the settings dropped.
+    wrote it), or a loss-scale optimizer around one; and notes on the
+    settings dropped.
 
     Keras 3's legacy reader makes a default optimizer of `"Custom>Adam"`:
-    its learning rate and every other setting would be lost unnoticed.
+    its learning rate and every other setting would be lost unnoticed. A
+    legacy optimizer's `decay` becomes the `InverseTimeDecay` schedule it
+    applied; a learning-rate schedule keeps its settings.
 
     Returns:
         `(optimizer, notes)`; `(None, [])` for another optimizer (a custom
@@ -244,27 +264,86 @@ def optimizer_from_config(optimizer_config):
     class_name = str(optimizer_config.get("class_name", ""))
     name = class_name.split(">")[-1] if class_name.startswith("Custom>") else (
         class_name)
+    config = dict(optimizer_config.get("config", {}))
+    if name in _LOSS_SCALE:
+        return _loss_scale_optimizer(config)
     cls = getattr(keras.optimizers, name, None)
     if not (isinstance(cls, type) and issubclass(cls, keras.optimizers.Optimizer)):
         return None, []
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    # A legacy optimizer (tf.keras.optimizers.legacy): it has `decay`, and
+    # its config no `is_legacy_optimizer`.
+    legacy = "decay" in config and "is_legacy_optimizer" not in config
     settings, notes = {}, []
-    for key, value in dict(optimizer_config.get("config", {})).items():
-        if key == "decay" and not value:
-            continue  # Keras 2's legacy optimizers' decay, unused.
-        if key in accepted:
+    for key, value in config.items():
+        if key == "decay" and legacy:
+            notes += _legacy_rules(name, value, settings, config)
+        elif key in accepted:
             settings[key] = value
         elif key not in _NO_EFFECT:
             notes.append(
                 f"the optimizer's setting {key}={value!r} was dropped: "
                 f"Keras 3's {name} has no such setting"
-                + (" (use a keras.optimizers.schedules.InverseTimeDecay "
-                   "learning rate)" if key == "decay" else "")
             )
     rate = settings.get("learning_rate")
     if isinstance(rate, dict):
-        settings["learning_rate"] = keras.optimizers.schedules.deserialize(rate)
+        settings["learning_rate"] = _schedule(rate)
     return cls(**settings), notes
+
+
+def _legacy_rules(name, decay, settings, config):
+    """A legacy optimizer's `decay`: its learning rate divided by
+    `1 + decay * step`, which `InverseTimeDecay` applies; legacy Nadam's
+    decay is instead the pace of its momentum schedule. And the notes on
+    legacy rules Keras 3 does not follow."""
+    if name == "Nadam":
+        return [
+            f"legacy Nadam's momentum schedule (0.96 ** ({decay} * step)) is not "
+            "Keras 3 Nadam's (0.96 ** step): training goes on with Keras 3's"
+        ]
+    notes = []
+    if name == "RMSprop" and not config.get("momentum"):
+        notes.append(
+            "legacy RMSprop without momentum adds epsilon to the square root of "
+            "its average, Keras 3's RMSprop under the root: steps differ where "
+            "that average is near epsilon; training goes on with Keras 3's rule")
+    if not decay:
+        return notes
+    rate = config.get("learning_rate")
+    if isinstance(rate, dict):
+        return notes + [f"the optimizer's setting decay={decay!r} was dropped: "
+                        "Keras 3 cannot apply it on top of a learning-rate schedule"]
+    settings["learning_rate"] = keras.optimizers.schedules.InverseTimeDecay(
+        rate, decay_steps=1, decay_rate=decay)
+    return notes
+
+
+def _schedule(config):
+    """A learning-rate schedule from its Keras 2 config: tf-keras wrote
+    `name: None` where Keras 3 needs a string."""
+    config = dict(config)
+    inner = dict(config.get("config", {}))
+    if inner.get("name") is None:
+        inner.pop("name", None)
+    config["config"] = inner
+    return keras.optimizers.schedules.deserialize(config)
+
+
+def _loss_scale_optimizer(config):
+    """Keras 3's `LossScaleOptimizer` around the optimizer of a Keras 2 one."""
+    inner_config = config.get("inner_optimizer") or config.get("optimizer")
+    optimizer, notes = optimizer_from_config(inner_config)
+    if optimizer is None:
+        optimizer = keras.optimizers.deserialize(inner_config)
+    if not config.get("dynamic", True):
+        # Keras 3's way to a fixed loss scale.
+        optimizer.loss_scale_factor = config.get("initial_scale")
+        return optimizer, notes
+    return keras.optimizers.LossScaleOptimizer(
+        optimizer,
+        initial_scale=config.get("initial_scale", 2.0**15),
+        dynamic_growth_steps=config.get("dynamic_growth_steps", 2000),
+    ), notes
 
 
 def _only_names(value):

@@ -17,29 +17,12 @@ Example:
 """
 
 import json
-import re
 
 import keras
 
 from keras_embed.saving import keras2_configs
-
-# tf-keras's optimizers (2.11 and later) name a slot `<optimizer>/<slot>/
-# <variable path>`; the Keras 3 optimizer's list that holds the same values.
-_SLOTS = {
-    "Adam": {"m": "_momentums", "v": "_velocities", "vhat": "_velocity_hats"},
-    "AdamW": {"m": "_momentums", "v": "_velocities", "vhat": "_velocity_hats"},
-    "Nadam": {"m": "_momentums", "v": "_velocities"},
-    "Adamax": {"m": "_m", "u": "_u"},
-    "SGD": {"m": "momentums"},
-    "Adagrad": {"accumulator": "_accumulators"},
-    "RMSprop": {"velocity": "_velocities", "momentum": "_momentums",
-                "average_gradient": "_average_gradients"},
-    "Adadelta": {"accumulated_grad": "_accumulated_grads",
-                 "accumulated_delta_var": "_accumulated_delta_vars"},
-    "Ftrl": {"accumulator": "_accumulators", "linear": "_linears"},
-    "Lion": {"m": "_momentums"},
-}
-
+from keras_embed.saving import keras2_optimizer
+from keras_embed.saving.migration import build_optimizer
 
 def read_model(path, compile=True):
     """The model in a Keras 2 `.h5` file, and notes on what did not load.
@@ -53,26 +36,25 @@ def read_model(path, compile=True):
         were dropped, empty when everything loaded.
     """
     import h5py
+    # Keras 3 reads a .h5 file's weights with this function; no public API
+    # reads them into a model built from an adapted config.
+    from keras.src.legacy.saving.legacy_h5_format import load_weights_from_hdf5_group
 
-    model = keras.models.load_model(
-        path, custom_objects=keras2_configs.custom_objects(), compile=False
-    )
-    if not compile:
-        return model, []
     with h5py.File(path, "r") as file:
+        model = keras2_configs.model_from_config(json.loads(_text(file.attrs["model_config"])))
+        load_weights_from_hdf5_group(file["model_weights"], model)
+        if not compile:
+            return model, []
         training_config = file.attrs.get("training_config")
-        state = {}
+        weights = {}
         if "optimizer_weights" in file:
             group = file["optimizer_weights"]
             for name in group.attrs.get("weight_names", []):
-                name = name.decode("utf-8") if isinstance(name, bytes) else name
-                state[name] = group[name][()]
+                weights[_text(name)] = group[_text(name)][()]
     if training_config is None:
         return model, []
-    if isinstance(training_config, bytes):
-        training_config = training_config.decode("utf-8")
     try:
-        arguments, notes = keras2_configs.compile_arguments(json.loads(training_config))
+        arguments, notes = keras2_configs.compile_arguments(json.loads(_text(training_config)))
         model.compile(**arguments)
         keras2_configs.build_compiled(model)
     except Exception as error:  # Keras raises many kinds here.
@@ -81,62 +63,79 @@ def read_model(path, compile=True):
             f"load in Keras 3, so the model is not compiled "
             f"({str(error).strip().splitlines()[0]})"
         ]
-    return model, notes + assign_optimizer_state(model, state)
+    return model, notes + assign_optimizer_state(model, weights)
 
 
-def assign_optimizer_state(model, state):
-    """Copies a Keras 2 optimizer's step count and slots, named as tf-keras
-    names them in `.h5` files, into `model.optimizer`.
+def _text(attribute):
+    return attribute.decode("utf-8") if isinstance(attribute, bytes) else attribute
+
+
+def assign_optimizer_state(model, weights):
+    """Copies a Keras 2 optimizer's state, named as tf-keras names it in
+    `.h5` files, into `model.optimizer`.
 
     Args:
         model: the compiled model, its variables named as in Keras 2.
-        state: weight name (`"iteration:0"`, `"Adam/m/dense/kernel:0"`) ->
-            NumPy array, from the file's `optimizer_weights`.
+        weights: weight name (`"iteration:0"`, `"Adam/m/dense/kernel:0"`,
+            legacy `"Adam/iter:0"`, `"Adam/dense/kernel/m:0"`) -> NumPy
+            array, from the file's `optimizer_weights`.
 
     Returns:
         Notes: empty if the whole state was copied (or there was none), else
         one saying why none of it was.
     """
-    if not state:
+    if not weights:
         return []
-    optimizer = model.optimizer
-    kind = type(optimizer).__name__
-    table = _SLOTS.get(kind) if type(optimizer) is getattr(
-        keras.optimizers, kind, None) else None
-    if table is None:
-        return [_dropped(f"keras_embed maps the slots of Keras's {', '.join(_SLOTS)} only")]
-    optimizer.build(model.trainable_variables)
-    assignments = []
-    iterations = None
-    for name, value in state.items():
+    build_optimizer(model.optimizer, model.trainable_variables)
+    target = keras2_optimizer.inner(model.optimizer)
+    kind = type(target).__name__
+    current = keras2_optimizer.SLOTS.get(kind, {}) if type(target) is getattr(
+        keras.optimizers, kind, None) else {}
+    current = {**current, "average": keras2_optimizer.AVERAGES}
+    legacy = keras2_optimizer.legacy_table(target)
+    state = keras2_optimizer.State()
+    written_by_legacy = False
+    for name, value in weights.items():
         name = name.removesuffix(":0")
-        if name == "iteration":
-            iterations = int(value)
+        parts = name.split("/")
+        if parts[-1] in ("iteration", "iter"):
+            state.iterations = int(value)
             continue
-        match = re.fullmatch(r"[^/]+/([^/]+)/(.+)", name)
-        slots = getattr(optimizer, table.get(match.group(1), ""), None) if match else None
-        # Keras 2 names a variable by its layers ("dense/kernel"); Keras 3's
-        # path starts with the model's name ("sequential/dense/kernel").
-        found = [v for v in model.trainable_variables if match and (
-            v.path == match.group(2) or v.path.endswith("/" + match.group(2)))]
-        if not isinstance(slots, list) or len(found) != 1:
-            return [_dropped(
-                f"its variable '{name}' is not a slot of a variable of the "
-                f"model that Keras 3's {kind} keeps"
-            )]
-        # Keras 3 has no public way to find a variable's slot.
-        slot = slots[optimizer._get_variable_index(found[0])]
-        if tuple(slot.shape) != value.shape:
-            return [_dropped(f"its variable '{name}' has shape {value.shape}, "
-                             f"the model's slot {tuple(slot.shape)}")]
-        assignments.append((slot, value))
-    for slot, value in assignments:
-        slot.assign(value)
-    if iterations is not None:
-        optimizer.iterations.assign(iterations)
-    return []
+        if parts[-1] == "momentum_cache":  # Legacy Nadam's own schedule.
+            continue
+        found = _slot_of(parts, model.trainable_variables)
+        table = legacy if found and found[2] else current
+        if found is None or found[0] not in table:
+            return [keras2_optimizer.dropped(
+                f"Keras 3's {kind} keeps nothing like Keras 2's '{name}'")]
+        slot, variable, written_by_legacy = found
+        state.slots.append((table[slot], variable, value, name))
+    notes = keras2_optimizer.assign(model, state)
+    if not notes and isinstance(target, keras.optimizers.Nadam) and not written_by_legacy and (
+            target is model.optimizer):  # (In a LossScaleOptimizer, .keras loses it anyway.)
+        notes.append(
+            "Nadam's running product of its momentum schedule is not in an .h5 "
+            "file: worked out from the step count by Keras 3's formula, which "
+            "tf-keras's own product does not follow (a SavedModel directory "
+            "keeps it)")
+    return notes
 
 
-def _dropped(reason):
-    return (f"the optimizer's state (slots, step count) was dropped: {reason}; "
-            "training resumes with a fresh optimizer")
+def _slot_of(parts, variables):
+    """`(slot name, variable, legacy)` for a weight name's parts: a current
+    optimizer's `[..., slot, *variable path]` or a legacy one's
+    `[..., *variable path, slot]`; the longest variable path that names one
+    variable of the model wins. None if none does."""
+    best = None
+    for start in range(len(parts) - 1):
+        for legacy, path, slot in (
+            (False, parts[start + 1:], parts[start]),
+            (True, parts[start:-1], parts[-1]),
+        ):
+            path = "/".join(path)
+            # Keras 2 names a variable by its layers ("dense/kernel"); Keras
+            # 3's path may start with the model's name ("sequential/dense/kernel").
+            found = [v for v in variables if v.path == path or v.path.endswith("/" + path)]
+            if len(found) == 1 and (best is None or len(path) > best[0]):
+                best = (len(path), (slot, found[0], legacy))
+    return None if best is None else best[1]

@@ -359,12 +359,20 @@ def _copy_weights(old_layer, new_layer):
     new_layer.set_weights(old_layer.get_weights())
 
 
+def build_optimizer(optimizer, variables):
+    """Builds `optimizer` for `variables` unless it is built: Keras 3's
+    `LossScaleOptimizer.build` adds its loss scale and step counter again on
+    every call (two variables more than a saved one holds)."""
+    if not optimizer.built:
+        optimizer.build(variables)
+
+
 def _copy_optimizer_state(model, new_model, notes):
     optimizer = getattr(model, "optimizer", None)
     new_optimizer = getattr(new_model, "optimizer", None)
     if optimizer is None or new_optimizer is None or not optimizer.built:
         return
-    new_optimizer.build(new_model.trainable_variables)
+    build_optimizer(new_optimizer, new_model.trainable_variables)
     old_values = [np.asarray(v) for v in optimizer.variables]
     new_variables = list(new_optimizer.variables)
     if [v.shape for v in old_values] != [tuple(v.shape) for v in new_variables]:
@@ -377,3 +385,14 @@ def _copy_optimizer_state(model, new_model, notes):
         return
     for variable, value in zip(new_variables, old_values):
         variable.assign(value)
+    old_inner, new_inner = _slots_keeper(optimizer), _slots_keeper(new_optimizer)
+    if isinstance(old_inner, keras.optimizers.Nadam) and isinstance(new_inner, keras.optimizers.Nadam):
+        # Inside a LossScaleOptimizer, Keras 3 builds Nadam's product of its
+        # momentum schedule where nothing tracks it: not among `variables`.
+        new_inner._u_product.assign(old_inner._u_product)
+
+
+def _slots_keeper(optimizer):
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.inner_optimizer
+    return optimizer

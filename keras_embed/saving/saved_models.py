@@ -298,6 +298,8 @@ def _save_atomically(model, destination, extension):
             model.save(temporary, overwrite=True)
             if extension == ".h5" and model.compiled:
                 notes += _check_h5_training_config(model, temporary)
+            if extension == ".keras" and model.compiled:
+                notes += _state_keras_leaves_out(model.optimizer)
         os.replace(temporary, destination)
     except Exception as error:
         with contextlib.suppress(OSError):
@@ -306,6 +308,18 @@ def _save_atomically(model, destination, extension):
             f"{destination}: could not save the model: {_first_line(error)}"
         ) from error
     return notes
+
+
+def _state_keras_leaves_out(optimizer):
+    """Notes on the optimizer state that Keras 3 does not write to .keras."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and isinstance(
+            optimizer.inner_optimizer, keras.optimizers.Nadam):
+        return [
+            "Keras 3 does not save Nadam's running product of its momentum "
+            "schedule inside a LossScaleOptimizer (mixed_float16): loaded from "
+            "the .keras file, it starts again from 1"
+        ]
+    return []
 
 
 def _check_h5_training_config(model, path):

@@ -126,6 +126,36 @@ def test_swap_keeps_trainable_and_compile_and_optimizer_state():
     )
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "nadam"])
+def test_swap_under_mixed_float16_keeps_the_loss_scale_optimizer_state(policy, optimizer):
+    # Under the mixed_float16 policy, compile wraps the optimizer in a
+    # LossScaleOptimizer, whose build added its two variables again when the
+    # copy was built twice: the state was not copied (step 4 -> 0).
+    policy("mixed_float16")
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(30, 4),
+                              keras.layers.Flatten(), keras.layers.Dense(1, dtype="float32")])
+    model.compile(optimizer, "mse")
+    y = np.array([0.0, 1.0, 1.0])
+    model.fit(IDS, y, batch_size=1, epochs=1, verbose=0)
+    model.fit(IDS[:1], y[:1], epochs=1, verbose=0)
+    swapped, notes = _swap(model)
+    assert notes == []
+    assert type(swapped.optimizer) is keras.optimizers.LossScaleOptimizer
+    assert len(swapped.optimizer.variables) == len(model.optimizer.variables)
+    assert int(swapped.optimizer.iterations) == int(model.optimizer.iterations) == 4
+    for new, old in zip(swapped.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
+    if optimizer == "nadam":  # Its product of the momentum schedule, untracked there.
+        np.testing.assert_array_equal(swapped.optimizer.inner_optimizer._u_product.numpy(),
+                                      model.optimizer.inner_optimizer._u_product.numpy())
+    # The same kernels in one process: training on gives the same weights.
+    model.fit(IDS, y, epochs=1, verbose=0)
+    swapped.fit(IDS, y, epochs=1, verbose=0)
+    for new, old in zip(swapped.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(new, old)
+
+
 def _functional_model():
     """Functional: a nested Sequential, a layer used twice, a wrapped layer,
     an op between layers, and a ReversibleEmbedding."""

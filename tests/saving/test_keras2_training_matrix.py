@@ -1,0 +1,105 @@
+"""Keras 2 models in training carry on in Keras 3: the conversion matrix.
+
+tf-keras itself writes the files, at test time
+(tests/fixtures/write_keras2_training_matrix.py, in a subprocess): every
+optimizer tf-keras ships, current and legacy, with its options, under
+`float32` and `mixed_float16`, with a constant rate and with every
+learning-rate schedule. Each model is trained 4 steps, saved as `.h5` and as
+a SavedModel directory, and trained 4 steps more by tf-keras. Here each file
+goes through `keras-embed convert` (the reader of its format, `swap`, a
+`.keras` file) and is trained the same 4 steps in Keras 3. Either its
+weights end where tf-keras's did, or the conversion said what it could not
+carry (a note per thing), and the model still trains.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import FIXTURES
+from keras_embed.saving import saved_models
+
+sys.path.insert(0, FIXTURES)
+import write_keras2_training_matrix as matrix  # noqa: E402
+
+pytestmark = [pytest.mark.matrix, pytest.mark.cross_kernel]
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """The directory tf-keras wrote the cells to (about a minute)."""
+    out = tmp_path_factory.mktemp("keras2_matrix")
+    subprocess.run([sys.executable, os.path.join(FIXTURES, "write_keras2_training_matrix.py"),
+                    str(out)], check=True, capture_output=True, timeout=900)
+    with open(out / "cells.json") as file:
+        assert json.load(file)["cells"] == list(matrix.cells())
+    return out
+
+
+# Carried whole, with no note, yet 1.8e-4 from tf-keras after the 4 further
+# steps (25 of 96 embedding values, up to 6% relative; the Dense weights
+# within 1e-4): only legacy RMSprop(centered=True, momentum>0) under
+# mixed_float16. The same optimizer under float32, the current RMSprop with
+# the same options under mixed_float16, and every other legacy optimizer
+# under mixed_float16 match to 2.4e-7. Not explained yet; kept in sight.
+UNEXPLAINED = {"legacy.RMSprop_centered_momentum-mixed_float16"}
+
+
+def _cells():
+    for cell in matrix.cells():
+        marks = [pytest.mark.xfail(strict=True, reason="1.8e-4 from tf-keras, unexplained")] \
+            if cell in UNEXPLAINED else []
+        yield pytest.param(cell, marks=marks, id=cell)
+
+
+def must_say(cell, form):
+    """What the conversion of `cell` cannot carry, as its notes must say
+    (a phrase of each): where Keras 3 has no such state or rule."""
+    optimizer, _, policy = matrix.cells()[cell]
+    said = []
+    if optimizer == "legacy.Nadam":
+        said.append("legacy Nadam's momentum schedule (0.96 ** (0.004 * step))")
+    if optimizer == "legacy.RMSprop":  # Without momentum.
+        said.append("legacy RMSprop without momentum adds epsilon")
+    if optimizer.endswith("Nadam") and policy == "mixed_float16":
+        said.append("Keras 3 does not save Nadam's running product")
+    elif optimizer == "Nadam" and form == "h5":
+        said.append("Nadam's running product of its momentum schedule is not in an .h5 file")
+    return said
+
+
+@pytest.mark.parametrize("form", ["h5", "directory"])
+@pytest.mark.parametrize("cell", _cells())
+def test_training_goes_on_as_in_keras2(written, cell, form, tmp_path):
+    source = str(written / (cell + ".h5" if form == "h5" else cell))
+    converted = str(tmp_path / "converted.keras")
+    lines = saved_models.convert(source, converted)
+    notes = [line for line in lines if line.startswith("  note:")]
+    expected = np.load(written / (cell + ".npz"))
+    model = keras.models.load_model(converted)
+    history = model.fit(expected["ids"], expected["targets"], batch_size=8,
+                        epochs=matrix.STEPS // 2, shuffle=False, verbose=0)
+    after = model.get_weights()
+    # Said: each thing that could not be carried, once, and nothing else.
+    said = must_say(cell, form)
+    assert len(notes) == len(said), notes
+    for phrase in said:
+        assert any(phrase in note for note in notes), (phrase, notes)
+    if notes:  # Training goes on.
+        assert all(math.isfinite(loss) for loss in history.history["loss"])
+        assert all(np.isfinite(weights).all() for weights in after)
+        return
+    # Carried whole: tf-keras's 4 further steps and Keras 3's, each a few
+    # float32 roundings apart per step (seen: at most 2.4e-7 on weights
+    # within 1.5 of 0). rtol: a few ulps of each weight; atol: for weights
+    # near 0, about 8 ulps of weights about 1.
+    assert len(after) == len(expected.files) - 2
+    for index, weights in enumerate(after):
+        np.testing.assert_allclose(weights, expected[f"after/{index}"], rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{cell} ({form}): weight {index}")
