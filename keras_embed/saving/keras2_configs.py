@@ -102,6 +102,7 @@ def model_from_config(model_config, user_objects=None, safe_mode=True):
 
     config = keras3_forms(json_utils.decode(json.dumps(model_config)))
     _renumber_nested_sequentials(config)
+    _without_input_shapes(config)
     objects = {**custom_objects(user_objects),
                **keras.saving.get_custom_objects()}
     with saving_options.keras_option_scope(use_legacy_config=True), (
@@ -113,6 +114,15 @@ def model_from_config(model_config, user_objects=None, safe_mode=True):
             missing = unknown_class(error)
             if missing is not None:
                 raise UnknownClassError(missing) from error
+            vectorization = _counting_text_vectorization(model_config)
+            if vectorization is not None:
+                raise ValueError(
+                    f"layer '{vectorization['name']}' (TextVectorization, output_mode="
+                    f"'{vectorization['output_mode']}'): for a column of strings, shape "
+                    "(batch, 1), Keras 3 works its output shape out with one axis more "
+                    "than it returns, so the layers after it cannot be built; rebuild the "
+                    "model in Keras 3 with the string Input of shape () (one string an "
+                    f"example) and set its vocabulary ({error})") from error
             raise
 
 
@@ -136,12 +146,51 @@ def keras3_forms(value):
     if value.get("class_name") in ("LSTM", "GRU") and isinstance(value.get("config"), dict):
         value["config"].pop("time_major", None)
     inner = value.get("config")
+    cls = getattr(keras.layers, str(value.get("class_name")), None)
+    if isinstance(inner, dict) and isinstance(cls, type) and not _takes_any_keyword(cls):
+        # Such as Discretization: Keras 2 wrote `trainable` and `batch_input_shape`.
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        value["config"] = inner = {k: v for k, v in inner.items() if k in accepted}
     for key in _WRAPPED if isinstance(inner, dict) else ():
         for layer in inner[key] if isinstance(inner.get(key), list) else [inner.get(key)]:
             if isinstance(layer, dict) and "module" not in layer and isinstance(
                     getattr(keras.layers, str(layer.get("class_name")), None), type):
                 layer["module"] = "keras.layers"
     return value
+
+
+def _counting_text_vectorization(config):
+    """The config of a TextVectorization layer in `config` whose output is
+    a count over the vocabulary (not "int"), or None."""
+    if isinstance(config, list):
+        return next(filter(None, map(_counting_text_vectorization, config)), None)
+    if not isinstance(config, dict):
+        return None
+    inner = config.get("config")
+    if config.get("class_name") == "TextVectorization" and isinstance(inner, dict) and (
+            inner.get("output_mode", "int") != "int"):
+        return inner
+    return next(filter(None, map(_counting_text_vectorization, config.values())), None)
+
+
+def _takes_any_keyword(cls):
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
+
+
+def _without_input_shapes(config):
+    """Drops, in place, the input shape Keras 2 recorded in the configs of a
+    functional model's layers (its `Input`s give the shapes; `StringLookup`
+    and `IntegerLookup` refuse the key). Our Embedding keeps its own: its
+    `input_length` rules read it."""
+    inner = config.get("config") if isinstance(config, dict) else None
+    layers = inner.get("layers") if isinstance(inner, dict) else None
+    if not isinstance(layers, list):
+        return
+    for layer in layers:
+        _without_input_shapes(layer)
+        if config.get("class_name") != "Sequential" and layer.get("class_name") not in (
+                "InputLayer", "Embedding") and isinstance(layer.get("config"), dict):
+            layer["config"].pop("batch_input_shape", None)
 
 
 def _renumber_nested_sequentials(config):
@@ -163,9 +212,10 @@ def _renumber_nested_sequentials(config):
         return
     shifted = {
         layer.get("name") for layer in layers
-        if layer.get("class_name") == "Sequential"
-        and (layer.get("config", {}).get("layers") or [{}])[0].get(
-            "class_name") == "InputLayer"
+        if layer.get("class_name") in ("Functional", "Model") or (
+            layer.get("class_name") == "Sequential"
+            and (layer.get("config", {}).get("layers") or [{}])[0].get(
+                "class_name") == "InputLayer")
     }
 
     def shift(reference):

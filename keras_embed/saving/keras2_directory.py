@@ -51,12 +51,15 @@ class Directory:
         training_config: its training config, or `None`.
         keras_version: the Keras version that wrote it (such as `"2.15.0"`).
         checkpoint: the path prefix of the variables checkpoint.
+        meta_graph: saved_model.pb's `MetaGraphDef` (its object graph and
+            functions), parsed, never run.
     """
 
-    def __init__(self, path, nodes, checkpoint):
+    def __init__(self, path, nodes, checkpoint, meta_graph=None):
         self.path = path
         self.nodes = nodes
         self.checkpoint = checkpoint
+        self.meta_graph = meta_graph
         root = nodes[("root",)][1]
         self.model_config = root["model_config"]
         self.training_config = root.get("training_config")
@@ -108,7 +111,10 @@ def read(path):
             "saved_model.pb); keras-embed reads Keras 2 SavedModel "
             "directories, .keras and .h5 files"
         )
-    root_identifier, root_children = _saved_model_root(path)
+    meta_graph = _saved_model_graph(path)
+    root = meta_graph.object_graph_def.nodes[0]
+    root_identifier = root.user_object.identifier if root.HasField("user_object") else ""
+    root_children = [child.local_name for child in root.children]
     if root_identifier not in MODEL_IDENTIFIERS:
         raise Keras2SavedModelError(_not_keras2(path, root_identifier,
                                                 root_children))
@@ -140,12 +146,12 @@ def read(path):
             "variables/variables.index is missing, so the model's weights "
             "are not there. Copy the whole directory."
         )
-    return Directory(path, nodes, os.path.join(path, "variables", "variables"))
+    return Directory(path, nodes, os.path.join(path, "variables", "variables"), meta_graph)
 
 
-def _saved_model_root(path):
-    """The identifier of saved_model.pb's root object and its children's
-    names. Parses the protocol buffer; runs none of its functions."""
+def _saved_model_graph(path):
+    """saved_model.pb's meta graph that holds the object graph. Parses the
+    protocol buffer; runs none of its functions."""
     from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -170,10 +176,7 @@ def _saved_model_root(path):
             "SavedModel (or a damaged one), not a Keras 2 model; load it "
             "with tf.compat.v1.saved_model.load"
         )
-    root = graphs[0].object_graph_def.nodes[0]
-    identifier = root.user_object.identifier if root.HasField(
-        "user_object") else ""
-    return identifier, [child.local_name for child in root.children]
+    return graphs[0]
 
 
 def _not_keras2(path, identifier, children):

@@ -21,7 +21,9 @@ import json
 import keras
 
 from keras_embed.saving import keras2_configs
+from keras_embed.saving import load_errors
 from keras_embed.saving import keras2_optimizer
+from keras_embed.saving import keras2_preprocessing
 from keras_embed.saving.migration import build_optimizer
 
 def read_model(path, compile=True):
@@ -42,7 +44,12 @@ def read_model(path, compile=True):
 
     with h5py.File(path, "r") as file:
         model = keras2_configs.model_from_config(json.loads(_text(file.attrs["model_config"])))
-        load_weights_from_hdf5_group(file["model_weights"], model)
+        weights, summaries = keras2_preprocessing.without_discretization_weights(
+            file["model_weights"])
+        with weights:
+            load_weights_from_hdf5_group(weights["model_weights"], model)
+        for name, summary in summaries.items():
+            keras2_preprocessing.set_discretization_summary(model.get_layer(name), summary)
         if not compile:
             return model, []
         training_config = file.attrs.get("training_config")
@@ -61,7 +68,7 @@ def read_model(path, compile=True):
         return model, [
             "its training configuration (loss, metrics, optimizer) does not "
             f"load in Keras 3, so the model is not compiled "
-            f"({str(error).strip().splitlines()[0]})"
+            f"({load_errors.reason(error)})"
         ]
     return model, notes + assign_optimizer_state(model, weights)
 

@@ -14,7 +14,9 @@ import warnings
 
 from keras_embed.saving import keras2_checkpoint, keras2_configs
 from keras_embed.saving import keras2_optimizer
+from keras_embed.saving import keras2_preprocessing
 from keras_embed.saving import keras2_directory
+from keras_embed.saving import load_errors
 from keras_embed.saving.keras2_directory import Keras2SavedModelError
 
 FUNCTION = "keras_embed.load_keras2_model"
@@ -109,9 +111,10 @@ def read_model(path, custom_objects=None, compile=True, safe_mode=True):
             ) from error
         raise Keras2SavedModelError(
             f"{directory.path}: the model's config in keras_metadata.pb does "
-            f"not load in Keras 3: {_first_line(error)}"
+            f"not load in Keras 3: {load_errors.reason(error)}"
         ) from error
     pairs = keras2_checkpoint.assign_weights(model, directory, checkpoint)
+    keras2_preprocessing.assign_directory_state(model, directory, checkpoint)
     notes = []
     if compile and directory.training_config:
         try:
@@ -127,7 +130,7 @@ def read_model(path, custom_objects=None, compile=True, safe_mode=True):
             notes.append(
                 "its training configuration (loss, metrics, optimizer) does "
                 f"not load in Keras 3, so the model is not compiled "
-                f"({_first_line(error)})"
+                f"({load_errors.reason(error)})"
             )
         else:
             notes += dropped
@@ -166,9 +169,3 @@ def load_model_hint(path):
         f"weights, training configuration), and `keras-embed convert {path} "
         "model.keras` converts it to a .keras file."
     )
-
-
-def _first_line(error):
-    text = str(error).strip().splitlines()
-    message = text[0] if text else type(error).__name__
-    return message if len(message) <= 300 else message[:297] + "..."

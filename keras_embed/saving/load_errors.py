@@ -167,6 +167,21 @@ def _hdf5_open_error(error, size):
     return f"it is not a readable HDF5 file ({text})"
 
 
+def reason(error):
+    """The first line of `error`'s message, for a one-line report. Keras's
+    deserialization errors start with the whole config ("Error when
+    deserializing class 'X' using config={...}") and give the reason after
+    "Exception encountered:": that reason is quoted. At most 300
+    characters."""
+    text = str(error).strip()
+    cause = re.search(r"Exception encountered:\s*(.+)", text, re.S)
+    if cause:
+        text = cause.group(1).strip()
+    lines = text.splitlines()
+    message = lines[0] if lines else type(error).__name__
+    return message if len(message) <= 300 else message[:297] + "..."
+
+
 def _text(error):
     if isinstance(error, KeyError) and error.args:
         return str(error.args[0])

@@ -135,7 +135,7 @@ def _read_model(path, written_by, compile):
             raise SavedModelError(str(error)) from error
         except Exception as error:  # Keras raises many kinds here.
             raise SavedModelError(
-                f"{path}: could not load the model: {_first_line(error)}"
+                f"{path}: could not load the model: {load_errors.reason(error)}"
             ) from error
 
 
@@ -242,7 +242,7 @@ def convert(source, destination, to="keras_embed", force=False):
         notes.append(
             "the training configuration (loss, optimizer) in "
             f"{source} does not load in Keras 3, so {destination} has none "
-            f"({_first_line(error.__cause__)})"
+            f"({load_errors.reason(error.__cause__)})"
         )
     before = _embedding_layers(model, source)
     replace = migration.swap if to == "keras_embed" else migration.unswap
@@ -305,7 +305,7 @@ def _save_atomically(model, destination, extension):
         with contextlib.suppress(OSError):
             os.remove(temporary)
         raise SavedModelError(
-            f"{destination}: could not save the model: {_first_line(error)}"
+            f"{destination}: could not save the model: {load_errors.reason(error)}"
         ) from error
     return notes
 
@@ -333,7 +333,7 @@ def _check_h5_training_config(model, path):
         return [
             "Keras 3 cannot read back the training configuration (loss, "
             f"optimizer) it writes to .h5 for this model "
-            f"({_first_line(error)}), so it is left out; save as .keras to "
+            f"({load_errors.reason(error)}), so it is left out; save as .keras to "
             "keep it"
         ]
     return []
@@ -377,10 +377,6 @@ def format_megabytes(value):
     return f"{value:.4f}"
 
 
-def _first_line(error):
-    text = str(error).strip().splitlines()
-    message = text[0] if text else type(error).__name__
-    return message if len(message) <= 300 else message[:297] + "..."
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ Example:
 0
 """
 
+import contextlib
 import json
 import sys
 
@@ -45,10 +46,8 @@ def _demo(args):
 def _inspect(args):
     from keras_embed.saving import saved_models
 
-    try:
+    with _one_line(args.file):
         rows = saved_models.embedding_rows(args.file)
-    except saved_models.SavedModelError as error:
-        raise CommandError(str(error)) from None
     print(format_table(rows))
     return 0
 
@@ -98,14 +97,28 @@ def _cell(column, value):
 def _convert(args):
     from keras_embed.saving import saved_models
 
-    try:
+    with _one_line(args.input):
         lines = saved_models.convert(
             args.input, args.output, to=args.to, force=args.force
         )
-    except saved_models.SavedModelError as error:
-        raise CommandError(str(error)) from None
     print("\n".join(lines))
     return 0
+
+
+@contextlib.contextmanager
+def _one_line(path):
+    """Errors as one line naming `path`: ours say what went wrong already;
+    others (Keras and TensorFlow raise many kinds, some with a page of
+    text) are given by their reason."""
+    from keras_embed.saving import load_errors
+    from keras_embed.saving import saved_models
+
+    try:
+        yield
+    except saved_models.SavedModelError as error:
+        raise CommandError(str(error)) from None
+    except Exception as error:
+        raise CommandError(f"{path}: {load_errors.reason(error)}") from None
 
 
 def _bench(args):

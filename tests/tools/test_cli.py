@@ -18,6 +18,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_embed
 from keras_embed.tools import cli
@@ -345,6 +346,24 @@ def test_a_damaged_file_found_while_loading_is_named_once(files, capsys, monkeyp
     monkeypatch.setattr(keras.models, "load_model", load_model)
     code, _, err = main(capsys, "inspect", path)
     assert (code, err) == (1, f"keras-embed inspect: error: Cannot load '{path}': the file is cut short.\n")
+
+
+@pytest.mark.parametrize("command", ["convert", "inspect"])
+def test_an_unforeseen_error_is_one_line_without_a_traceback(files, tmp_path, capsys, monkeypatch,
+                                                              command):
+    # Keras and TensorFlow raise many kinds of error, some with a page of text.
+    def fail(*args, **kwargs):
+        raise tf.errors.InvalidArgumentError(
+            None, None, "keys and values cannot be empty tensors.\n\t [[{{node LookupTableImportV2}}]]")
+
+    monkeypatch.setattr(saved_models.migration, "swap", fail)
+    monkeypatch.setattr(saved_models, "_embedding_layers", fail)
+    source = files["stock.keras"]
+    arguments = [source, str(tmp_path / "out.keras")] if command == "convert" else [source]
+    code, out, err = main(capsys, command, *arguments)
+    assert (code, out) == (1, "")
+    assert err == (f"keras-embed {command}: error: {source}: keys and values cannot be empty "
+                   "tensors.\n")
 
 
 def test_convert_names_a_bad_to_argument(files, tmp_path):
