@@ -81,9 +81,12 @@ def load_keras2_model(path, custom_objects=None, to="keras_embed",
     return model
 
 
-def read_model(path, custom_objects=None, compile=True, safe_mode=True):
+def read_model(path, custom_objects=None, compile=True, safe_mode=True, directory=None):
     """The Keras 3 model in a Keras 2 SavedModel directory, its Embedding
     layers `keras_embed.Embedding`; and notes on what did not come along.
+
+    `directory`: what `keras2_directory.read(path)` gave, if it was read
+    already.
 
     Returns:
         `(model, notes)`: `notes` is a list of sentences.
@@ -91,7 +94,8 @@ def read_model(path, custom_objects=None, compile=True, safe_mode=True):
     Raises:
         Keras2SavedModelError: as `load_keras2_model`.
     """
-    directory = keras2_directory.read(path)
+    if directory is None:
+        directory = keras2_directory.read(path)
     checkpoint = keras2_checkpoint.Checkpoint(directory.checkpoint,
                                               directory.path)
     try:

@@ -58,38 +58,41 @@ def load(path, compile=False):
         SavedModelError: if the file is missing, damaged, is not a Keras
             model, or is in another format.
     """
-    written_by = _written_by(path)
-    if written_by == SAVED_MODEL:
-        return _read_directory(path, compile)[0], written_by
+    written_by, keras2_dir = _written_by(path)
+    if keras2_dir is not None:
+        return _read_directory(keras2_dir, compile)[0], written_by
     return _read_model(path, written_by, compile)[0], written_by
 
 
 SAVED_MODEL = "Keras 2 SavedModel"
 
 
-def _read_directory(path, compile):
-    """A Keras 2 SavedModel directory's model and notes, as `read_model`."""
+def _read_directory(directory, compile):
+    """A Keras 2 SavedModel directory's model and notes, as `read_model`,
+    from what `keras2_directory.read` found."""
     from keras_embed.saving import keras2_saved_model
 
     with _quiet():
         try:
-            return keras2_saved_model.read_model(path, compile=compile)
+            return keras2_saved_model.read_model(directory.path, compile=compile,
+                                                 directory=directory)
         except keras2_directory.Keras2SavedModelError as error:
             raise SavedModelError(str(error)) from error
 
 
 def _written_by(path):
     """Checks `path` names an intact `.keras` or `.h5` model or a Keras 2
-    SavedModel directory; returns `"Keras 2"`, `"Keras 3"` or
-    `"Keras 2 SavedModel"`, as `load`."""
+    SavedModel directory; returns `(written_by, directory)`: `written_by` is
+    `"Keras 2"`, `"Keras 3"` or `"Keras 2 SavedModel"`, as `load`;
+    `directory` what `keras2_directory.read` found in a directory (read
+    once, handed on), else None."""
     if not os.path.exists(path):
         raise SavedModelError(f"{path}: no such file")
     if os.path.isdir(path):
         try:
-            keras2_directory.read(path)
+            return SAVED_MODEL, keras2_directory.read(path)
         except keras2_directory.Keras2SavedModelError as error:
             raise SavedModelError(str(error)) from error
-        return SAVED_MODEL
     extension = _extension(path)
     if extension == ".weights.h5":
         raise SavedModelError(
@@ -105,7 +108,7 @@ def _written_by(path):
     if damage is not None:
         raise SavedModelError(f"{path}: {damage}")
     if extension == ".keras":
-        return "Keras 3"
+        return "Keras 3", None
     import h5py
 
     with h5py.File(path, "r") as file:
@@ -117,7 +120,7 @@ def _written_by(path):
         version = file.attrs.get("keras_version", "")
     if isinstance(version, bytes):
         version = version.decode("utf-8")
-    return "Keras 2" if str(version).startswith("2.") else "Keras 3"
+    return ("Keras 2" if str(version).startswith("2.") else "Keras 3"), None
 
 
 def _read_model(path, written_by, compile):
@@ -225,11 +228,11 @@ def convert(source, destination, to="keras_embed", force=False):
         raise SavedModelError(f"{directory}: no such directory")
 
     notes = []
-    written_by = _written_by(source)
+    written_by, keras2_dir = _written_by(source)
     try:
         # Compiled as saved, with the optimizer's state, which swap copies.
-        if written_by == SAVED_MODEL:
-            model, notes = _read_directory(source, compile=True)
+        if keras2_dir is not None:
+            model, notes = _read_directory(keras2_dir, compile=True)
         else:
             model, notes = _read_model(source, written_by, compile=True)
     except SavedModelError as error:

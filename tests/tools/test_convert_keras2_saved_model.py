@@ -113,3 +113,17 @@ def test_inspect_a_directory(capsys):
     rows = out.splitlines()
     assert rows[1].split()[:4] == ["user_embedding", "Embedding", "(Keras", "2)"]
     assert rows[-1] == "2 embedding layers, 250 params, 0.0010 MB"
+
+
+def test_a_directory_is_read_once(tmp_path, capsys, monkeypatch):
+    # Checking the directory and rebuilding its model parsed it twice
+    # (saved_model.pb and keras_metadata.pb): it is read once and handed on.
+    from keras_embed.saving import keras2_directory
+
+    reads = []
+    real_read = keras2_directory.read
+    monkeypatch.setattr(keras2_directory, "read", lambda path: reads.append(path) or real_read(path))
+    source = os.path.join(HERE, "recommender")
+    code, out, _ = main(capsys, "convert", source, str(tmp_path / "m.keras"))
+    assert code == 0, out
+    assert reads == [source]
