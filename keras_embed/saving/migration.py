@@ -283,10 +283,32 @@ def _replace(model, source, convert, verb):
     new_model.trainable = model.trainable
     for old_layer, new_layer in pairs:
         _copy_weights(old_layer, new_layer)
+    _compile_like(model, new_model)
     _copy_optimizer_state(model, new_model, notes)
     for note in notes:
         warnings.warn(f"{verb}: {note}", MigrationWarning, stacklevel=3)
     return new_model
+
+
+def _compile_like(model, new_model):
+    """Compiles `new_model` as `model` is compiled, where `clone_model` did
+    not: under the model's own dtype policy (`clone_model` made the copy
+    under the global one, and `compile` wraps the optimizer in a
+    `LossScaleOptimizer` by the model's policy)."""
+    policy = model.dtype_policy
+    if new_model.dtype_policy.name != policy.name and policy.quantization_mode is None:
+        new_model.dtype_policy = policy
+    if not model.compiled or not new_model.compiled:
+        return
+    scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    if scaled == isinstance(new_model.optimizer, keras.optimizers.LossScaleOptimizer):
+        return
+    new_model.compile(
+        **keras.saving.deserialize_keras_object(model.get_compile_config()),
+        auto_scale_loss=scaled,
+    )
+    if new_model.built:
+        build_optimizer(new_model.optimizer, new_model.trainable_variables)
 
 
 def _convert(layer, convert, target, label):

@@ -421,3 +421,79 @@ def test_unswap_keeps_a_batch_input_shape_in_the_models_input_and_says_nothing()
         stock = keras_embed.unswap(model)
     assert type(stock.layers[0]) is keras.layers.Embedding
     assert stock.input_shape == model.input_shape == (None, 4)
+
+
+def _trained_under(policy_name, optimizer):
+    """A stock model built and trained under `policy_name`, returned with
+    the global policy back at float32, as a later `swap` meets it."""
+    keras.config.set_dtype_policy(policy_name)
+    try:
+        keras.utils.set_random_seed(8)
+        model = keras.Sequential(
+            [keras.Input((6,), dtype="int32"), keras.layers.Embedding(30, 4, name="words"),
+             keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1, dtype="float32")]
+        )
+        model.compile(optimizer, "mse")
+        model.fit(IDS, np.array([0.0, 1.0, 1.0]), batch_size=1, epochs=1, verbose=0)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    return model
+
+
+def _assert_same_training_state(new, old):
+    assert type(new.optimizer) is type(old.optimizer)
+    assert len(new.optimizer.variables) == len(old.optimizer.variables)
+    for a, b in zip(new.optimizer.variables, old.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(new.get_weights(), old.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_swap_keeps_the_loss_scale_optimizer_of_a_model_built_under_mixed_float16():
+    # clone_model made the copy under the global policy (float32 again), and
+    # compile wraps the optimizer by the model's policy: the copy lost its
+    # LossScaleOptimizer and the state was reported as not copied.
+    model = _trained_under("mixed_float16", keras.optimizers.Adam(0.05))
+    assert type(model.optimizer) is keras.optimizers.LossScaleOptimizer
+    swapped, notes = _swap(model)
+    assert notes == []
+    assert swapped.dtype_policy.name == "mixed_float16"
+    _assert_same_training_state(swapped, model)
+
+
+@pytest.mark.parametrize(
+    "policy_name", ["float32", "mixed_float16", "mixed_bfloat16", "float16", "bfloat16"]
+)
+def test_swap_then_unswap_keeps_the_training_state_with_ema(policy_name):
+    model = _trained_under(policy_name, keras.optimizers.Adam(0.05, use_ema=True))
+    swapped, notes = _swap(model)
+    assert notes == []
+    back, notes = _unswap(swapped)
+    assert notes == []
+    assert type(back.get_layer("words")) is keras.layers.Embedding
+    assert back.get_layer("words").dtype_policy.name == policy_name
+    assert len(back.optimizer.inner_optimizer._model_variables_moving_average
+               if policy_name == "mixed_float16"
+               else back.optimizer._model_variables_moving_average) == 3
+    for copy in (swapped, back):
+        _assert_same_training_state(copy, model)
+    # The same kernels in one process: training on gives the same weights.
+    y = np.array([1.0, 1.0, 0.0])
+    for each in (model, swapped, back):
+        each.fit(IDS, y, epochs=1, verbose=0)
+    _assert_same_training_state(back, model)
+    _assert_same_training_state(swapped, model)
+
+
+def test_swap_then_unswap_keeps_an_explicit_loss_scale_optimizer():
+    model = _trained_under(
+        "float32",
+        keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1, momentum=0.5),
+                                            initial_scale=128.0, dynamic_growth_steps=2),
+    )
+    swapped, _ = _swap(model)
+    back, notes = _unswap(swapped)
+    assert notes == []
+    assert back.get_compile_config() == model.get_compile_config()
+    assert back.optimizer.dynamic_growth_steps == 2
+    _assert_same_training_state(back, model)
