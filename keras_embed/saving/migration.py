@@ -11,6 +11,12 @@ What they cannot carry over they report with a `MigrationWarning` naming
 the layer: a subclass of the layer being replaced (such as
 `keras.layers.ReversibleEmbedding`) is left as it is, and `unswap` drops the
 settings stock Keras 3 has no place for (such as `input_length`).
+
+`unswap` gives a model that loads without keras_embed: it also replaces our
+optimizers and `LookedUpRowsRegularizer` by their Keras counterparts
+(`keras_embed.saving.stock_equivalents`), each with a `MigrationWarning`
+saying how the stock rule differs, and names in one more anything of ours
+left in the model.
 """
 
 import functools
@@ -22,6 +28,7 @@ import numpy as np
 from keras_embed.layers.embedding import Embedding
 from keras_embed.layers.embedding_bag import EmbeddingBag
 from keras_embed.saving import layer_copy
+from keras_embed.saving import stock_equivalents
 
 STOCK = "keras.layers.Embedding"
 OURS = "keras_embed.Embedding"
@@ -80,6 +87,20 @@ def unswap(model):
     `input_length`) are dropped, each with a `MigrationWarning` naming the
     layer and the value. A `Sequential` that a leading
     `keras_embed.Embedding` gave an integer input keeps that input.
+
+    The result needs nothing of keras_embed's to load. A compiled model's
+    copy is compiled the same way, except that our optimizer becomes its
+    Keras counterpart with the same settings and state (step count, slots,
+    `use_ema`'s averages, a `LossScaleOptimizer`'s scale):
+    `LazyAdam` -> `keras.optimizers.Adam`, `Adagrad` and `RowWiseAdagrad`
+    -> `keras.optimizers.Adagrad` (each row's accumulator copied to every
+    value of the row), `Ftrl` -> `keras.optimizers.Ftrl`, `SGD` ->
+    `keras.optimizers.SGD`; and a `LookedUpRowsRegularizer` becomes the
+    regularizer it wraps, which applies to the whole table. Each
+    replacement comes with a `MigrationWarning` saying how the stock rule
+    differs (Keras's optimizers update every row on every step). Anything
+    of ours left (a subclass of our layer or optimizer) is named in one
+    more `MigrationWarning`.
 
     Example:
 
@@ -212,6 +233,11 @@ def _to_stock(layer):
     defaults = _our_defaults()
     config = layer.get_config()
     kept = {k: v for k, v in config.items() if k in allowed}
+    # Ours regularizes the looked-up rows; stock takes the one it wraps
+    # (and applies it to the whole table: `regularizer_notes` says so).
+    regularizer = stock_equivalents.stock_regularizer(layer.embeddings_regularizer)
+    if regularizer is not layer.embeddings_regularizer:
+        kept["embeddings_regularizer"] = keras.regularizers.serialize(regularizer)
     # Settings left at their defaults lose nothing; only the others are news.
     # Neither does `batch_input_shape`: the model's input keeps that shape
     # (a Sequential's input is kept; a functional model has its own).
@@ -283,32 +309,75 @@ def _replace(model, source, convert, verb):
     new_model.trainable = model.trainable
     for old_layer, new_layer in pairs:
         _copy_weights(old_layer, new_layer)
-    _compile_like(model, new_model)
+    _compile_like(model, new_model, verb, notes)
     _copy_optimizer_state(model, new_model, notes)
+    if verb == "unswap":
+        left = stock_equivalents.needs_keras_embed(new_model, _all_layers(new_model))
+        if left:
+            notes.append(
+                "the new model still needs keras_embed to load: "
+                f"{', '.join(left)}. Replace {'it' if len(left) == 1 else 'them'} "
+                "in the code that builds or compiles the model, then unswap again."
+            )
     for note in notes:
         warnings.warn(f"{verb}: {note}", MigrationWarning, stacklevel=3)
     return new_model
 
 
-def _compile_like(model, new_model):
+def _compile_like(model, new_model, verb, notes):
     """Compiles `new_model` as `model` is compiled, where `clone_model` did
     not: under the model's own dtype policy (`clone_model` made the copy
     under the global one, and `compile` wraps the optimizer in a
-    `LossScaleOptimizer` by the model's policy)."""
+    `LossScaleOptimizer` by the model's policy) and, for `unswap`, with
+    Keras's counterpart of our optimizer."""
     policy = model.dtype_policy
     if new_model.dtype_policy.name != policy.name and policy.quantization_mode is None:
         new_model.dtype_policy = policy
     if not model.compiled or not new_model.compiled:
         return
-    scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-    if scaled == isinstance(new_model.optimizer, keras.optimizers.LossScaleOptimizer):
+    optimizer = getattr(model, "optimizer", None)
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    config = model.get_compile_config()
+    recompile = scaled != isinstance(new_model.optimizer, keras.optimizers.LossScaleOptimizer)
+    if verb == "unswap":
+        stock, note = stock_equivalents.stock_optimizer(optimizer)
+        if stock is not None:
+            # As `compile` was given it: the LossScaleOptimizer itself, or
+            # the optimizer it wrapped by the policy.
+            given = config.get("optimizer")
+            explicit = isinstance(given, dict) and given.get("class_name") == "LossScaleOptimizer"
+            if scaled and not explicit:
+                stock = stock.inner_optimizer
+            config["optimizer"] = keras.saving.serialize_keras_object(stock)
+            notes.append(note)
+            recompile = True
+    if not recompile:
         return
     new_model.compile(
-        **keras.saving.deserialize_keras_object(model.get_compile_config()),
-        auto_scale_loss=scaled,
+        **keras.saving.deserialize_keras_object(config), auto_scale_loss=scaled
     )
     if new_model.built:
         build_optimizer(new_model.optimizer, new_model.trainable_variables)
+
+
+def _all_layers(model):
+    """`(path, layer, holds_layers)` for every layer in `model`, depth first,
+    each once; `holds_layers` for models and wrappers."""
+    found, seen = [], set()
+
+    def visit(layer, prefix):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        path = f"{prefix}{layer.name}"
+        inner = _inner_layers(layer)
+        found.append((path, layer, bool(inner) or isinstance(layer, keras.Model)))
+        for inner_layer in inner:
+            visit(inner_layer, f"{path}/")
+
+    for layer in _inner_layers(model):
+        visit(layer, "")
+    return found
 
 
 def _convert(layer, convert, target, label):
@@ -323,10 +392,13 @@ def _convert(layer, convert, target, label):
             f"{_shapes(new_layer)} (LoRA or quantized tables need the layer "
             "that made them)."
         ]
-    return new_layer, [
+    notes = [
         f"{label}: {key}={value!r} dropped ({target} has no such setting)."
         for key, value in dropped.items()
     ]
+    if target == STOCK:
+        notes += stock_equivalents.regularizer_notes(layer, label)
+    return new_layer, notes
 
 
 def _clone_wrapper(layer, source, convert, target, notes):
@@ -395,6 +467,14 @@ def _copy_optimizer_state(model, new_model, notes):
     if optimizer is None or new_optimizer is None or not optimizer.built:
         return
     build_optimizer(new_optimizer, new_model.trainable_variables)
+    if type(_slots_keeper(optimizer)) is not type(_slots_keeper(new_optimizer)):
+        # unswap: our optimizer and Keras's counterpart, slot by slot.
+        if not stock_equivalents.copy_state(optimizer, new_optimizer):
+            notes.append(
+                "the optimizer's state (momentums, step count) was not copied: "
+                "its variables do not line up with the new model's."
+            )
+        return
     old_values = [np.asarray(v) for v in optimizer.variables]
     new_variables = list(new_optimizer.variables)
     if [v.shape for v in old_values] != [tuple(v.shape) for v in new_variables]:
