@@ -22,7 +22,7 @@ from keras_embed.layers.embedding import Embedding  # noqa: E402
 from keras_embed.layers.embedding_bag import EmbeddingBag  # noqa: E402
 from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer  # noqa: E402
 from keras_embed.saving import load_errors  # noqa: E402
-from keras_embed.saving.keras2_saved_model import load_keras2_model  # noqa: E402
+from keras_embed.saving.keras2 import load_keras2_model  # noqa: E402
 from keras_embed.saving.migration import swap, unswap  # noqa: E402
 
 # What importing keras_embed changes outside the layer, all of it here (see

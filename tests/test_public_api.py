@@ -23,7 +23,7 @@ def test_top_level_names():
     from keras_embed import EmbeddingBag
     from keras_embed.layers.embedding_bag import EmbeddingBag as DefinedBag
     from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer
-    from keras_embed.saving.keras2_saved_model import load_keras2_model
+    from keras_embed.saving.keras2.saved_model import load_keras2_model
 
     assert EmbeddingBag is DefinedBag and keras_embed.layers.EmbeddingBag is DefinedBag
     assert keras_embed.LookedUpRowsRegularizer is LookedUpRowsRegularizer

@@ -222,7 +222,7 @@ def _keras2_saved_model_hint(filepath, error):
     if not isinstance(error, ValueError):
         return None
     try:
-        from keras_embed.saving import keras2_saved_model
+        from keras_embed.saving.keras2 import saved_model as keras2_saved_model
 
         return keras2_saved_model.load_model_hint(filepath)
     except Exception:  # Examining must never hide Keras's error.

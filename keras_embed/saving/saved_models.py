@@ -3,7 +3,7 @@
 The work behind `keras-embed inspect` and `keras-embed convert`. Files are
 `.keras` archives or legacy `.h5` files, written by Keras 3 or by Keras 2
 (tf-keras), and Keras 2 SavedModel directories (read by
-`keras_embed.saving.keras2_saved_model`). A Keras 2 model's `Embedding`
+`keras_embed.saving.keras2.saved_model`). A Keras 2 model's `Embedding`
 layers are read as `keras_embed.Embedding`, which keeps their
 `input_length` (stock Keras 3 drops it).
 
@@ -26,7 +26,8 @@ import numpy as np
 
 from keras_embed.saving import load_errors, migration
 from keras_embed.layers.embedding import Embedding
-from keras_embed.saving import keras2_directory, keras2_h5
+from keras_embed.saving import keras2
+from keras_embed.saving.keras2 import directory as keras2_directory
 
 FORMATS = (".keras", ".h5")
 COLUMNS = (
@@ -70,12 +71,9 @@ SAVED_MODEL = "Keras 2 SavedModel"
 def _read_directory(directory, compile):
     """A Keras 2 SavedModel directory's model and notes, as `read_model`,
     from what `keras2_directory.read` found."""
-    from keras_embed.saving import keras2_saved_model
-
     with _quiet():
         try:
-            return keras2_saved_model.read_model(directory.path, compile=compile,
-                                                 directory=directory)
+            return keras2.read_model(directory.path, compile=compile, directory=directory)
         except keras2_directory.Keras2SavedModelError as error:
             raise SavedModelError(str(error)) from error
 
@@ -131,7 +129,7 @@ def _read_model(path, written_by, compile):
     with _quiet():
         try:
             if written_by == "Keras 2":
-                return keras2_h5.read_model(path, compile=compile)
+                return keras2.read_model(path, compile=compile)
             return keras.models.load_model(path, compile=compile), []
         except load_errors.DamagedModelFileError as error:
             # Its message names the file already.

@@ -33,7 +33,7 @@ def inputs(name):
 # float32 ulps of the outputs' scale (at most 1.59) away. rtol=1e-5 is about 80
 # ulps of each value, atol=1e-6 about 8 ulps of the largest, for outputs near 0
 # (`shared` has one of 3.9e-4, 3.9e-5 off relatively on one CPU). As in
-# tests/saving/test_keras2_saved_model.py.
+# tests/saving/keras2/test_saved_model.py.
 
 
 @pytest.mark.cross_kernel
@@ -118,7 +118,7 @@ def test_inspect_a_directory(capsys):
 def test_a_directory_is_read_once(tmp_path, capsys, monkeypatch):
     # Checking the directory and rebuilding its model parsed it twice
     # (saved_model.pb and keras_metadata.pb): it is read once and handed on.
-    from keras_embed.saving import keras2_directory
+    from keras_embed.saving.keras2 import directory as keras2_directory
 
     reads = []
     real_read = keras2_directory.read

@@ -17,7 +17,7 @@ is and what to use instead.
 
 Example:
 
->>> from keras_embed.saving import keras2_directory
+>>> from keras_embed.saving.keras2 import directory as keras2_directory
 >>> keras2_directory.is_saved_model("no_such_directory")
 False
 >>> keras2_directory.read("my_model").model_config["class_name"]  # doctest: +SKIP
@@ -243,7 +243,7 @@ def parse_saved_metadata(data):
 
     Example:
 
-    >>> from keras_embed.saving import keras2_directory
+    >>> from keras_embed.saving.keras2 import directory as keras2_directory
     >>> keras2_directory.parse_saved_metadata(bytes([10, 6, 16, 3, 26, 2, 97, 98]))
     [{'node_id': 3, 'node_path': 'ab', 'identifier': '', 'metadata': ''}]
     """

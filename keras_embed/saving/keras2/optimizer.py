@@ -18,7 +18,7 @@ steps. Whatever cannot be carried is said, one note naming it.
 
 Example:
 
->>> from keras_embed.saving import keras2_optimizer
+>>> from keras_embed.saving.keras2 import optimizer as keras2_optimizer
 >>> notes = keras2_optimizer.assign_optimizer_state(
 ...     model, checkpoint, pairs)  # doctest: +SKIP
 """
@@ -28,7 +28,7 @@ import re
 import keras
 import numpy as np
 
-from keras_embed.saving.keras2_checkpoint import LAYER_CHILD
+from keras_embed.saving.keras2.checkpoint import LAYER_CHILD
 from keras_embed.saving.migration import build_optimizer
 
 # tf-keras's optimizers name a slot's variable `<optimizer>/<slot>/<variable

@@ -16,14 +16,14 @@ from the checkpoint; every token must then get the index it had.
 
 Example:
 
->>> from keras_embed.saving import keras2_preprocessing
+>>> from keras_embed.saving.keras2 import preprocessing as keras2_preprocessing
 >>> keras2_preprocessing.assign_directory_state(
 ...     model, directory, checkpoint)  # doctest: +SKIP
 """
 
 import numpy as np
 
-from keras_embed.saving.keras2_directory import Keras2SavedModelError
+from keras_embed.saving.keras2.directory import Keras2SavedModelError
 
 LOOKUP_LAYERS = ("StringLookup", "IntegerLookup", "TextVectorization")
 

@@ -12,7 +12,7 @@ from the file's `optimizer_weights`.
 
 Example:
 
->>> from keras_embed.saving import keras2_h5
+>>> from keras_embed.saving.keras2 import h5 as keras2_h5
 >>> model, notes = keras2_h5.read_model("keras2_model.h5")  # doctest: +SKIP
 """
 
@@ -20,10 +20,10 @@ import json
 
 import keras
 
-from keras_embed.saving import keras2_configs
+from keras_embed.saving.keras2 import configs as keras2_configs
 from keras_embed.saving import load_errors
-from keras_embed.saving import keras2_optimizer
-from keras_embed.saving import keras2_preprocessing
+from keras_embed.saving.keras2 import optimizer as keras2_optimizer
+from keras_embed.saving.keras2 import preprocessing as keras2_preprocessing
 from keras_embed.saving.migration import build_optimizer
 
 def read_model(path, compile=True):

@@ -15,7 +15,7 @@ must get a value of its shape, or the checkpoint does not match the model.
 
 Example:
 
->>> from keras_embed.saving import keras2_checkpoint
+>>> from keras_embed.saving.keras2 import checkpoint as keras2_checkpoint
 >>> checkpoint = keras2_checkpoint.Checkpoint(
 ...     "my_model/variables/variables", "my_model")  # doctest: +SKIP
 >>> checkpoint.keys[checkpoint.resolve(("root", "layer_with_weights-0",
@@ -27,7 +27,7 @@ import re
 
 import keras
 
-from keras_embed.saving.keras2_directory import Keras2SavedModelError
+from keras_embed.saving.keras2.directory import Keras2SavedModelError
 
 LAYER_CHILD = re.compile(r"layer(?:_with_weights)?-(\d+)$")
 # Children Keras 2 adds to every layer for SavedModel serving, not

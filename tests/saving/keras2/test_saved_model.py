@@ -16,8 +16,8 @@ import tensorflow as tf
 
 import keras_embed
 from conftest import FIXTURES
-from keras_embed.saving import keras2_checkpoint, keras2_directory, keras2_optimizer
-from keras_embed.saving import keras2_saved_model
+from keras_embed.saving.keras2 import checkpoint as keras2_checkpoint, directory as keras2_directory, optimizer as keras2_optimizer
+from keras_embed.saving.keras2 import saved_model as keras2_saved_model
 
 HERE = os.path.join(FIXTURES, "keras2_saved_model")
 NAMES = ("imdb", "recommender", "shared", "custom")
@@ -117,7 +117,7 @@ def test_an_embeddings_keras2_batch_input_shape_is_kept_as_written():
         assert model.get_layer(name).get_config()["batch_input_shape"] == (None, None)
     # And where it shapes the model: a Keras 2 Sequential led by
     # Embedding(input_shape=(6,)), through the .h5 path's same adaptations.
-    from keras_embed.saving import keras2_configs
+    from keras_embed.saving.keras2 import configs as keras2_configs
 
     layer_config = {"class_name": "Embedding", "config": {
         "name": "words", "input_dim": 50, "output_dim": 4, "batch_input_shape": [None, 6]}}

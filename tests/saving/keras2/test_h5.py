@@ -1,4 +1,4 @@
-"""`keras_embed.saving.keras2_h5`: a Keras 2 .h5 file's optimizer state,
+"""`keras_embed.saving.keras2.h5`: a Keras 2 .h5 file's optimizer state,
 and what is said when it cannot be copied (the whole of it is then left)."""
 
 import keras
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import keras_embed
-from keras_embed.saving import keras2_h5
+from keras_embed.saving.keras2 import h5 as keras2_h5
 
 
 def compiled(optimizer):

@@ -20,7 +20,7 @@ Keras 3's legacy loader already turns `batch_input_shape`, Keras 2's
 
 Example:
 
->>> from keras_embed.saving import keras2_configs
+>>> from keras_embed.saving.keras2 import configs as keras2_configs
 >>> sorted(keras2_configs.custom_objects())
 ['Embedding', 'Lambda']
 """

@@ -12,12 +12,12 @@ with the same adaptations (`keras_embed.Embedding` keeps `input_length`).
 import os
 import warnings
 
-from keras_embed.saving import keras2_checkpoint, keras2_configs
-from keras_embed.saving import keras2_optimizer
-from keras_embed.saving import keras2_preprocessing
-from keras_embed.saving import keras2_directory
+from keras_embed.saving.keras2 import checkpoint as keras2_checkpoint, configs as keras2_configs
+from keras_embed.saving.keras2 import optimizer as keras2_optimizer
+from keras_embed.saving.keras2 import preprocessing as keras2_preprocessing
+from keras_embed.saving.keras2 import directory as keras2_directory
 from keras_embed.saving import load_errors
-from keras_embed.saving.keras2_directory import Keras2SavedModelError
+from keras_embed.saving.keras2.directory import Keras2SavedModelError
 
 FUNCTION = "keras_embed.load_keras2_model"
 
