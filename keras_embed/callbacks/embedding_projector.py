@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from keras_embed.layers.embedding import Embedding
 from keras_embed.layers.embedding_bag import EmbeddingBag
+from keras_embed.saving import migration
 
 CONFIG_FILE = "projector_config.pbtxt"
 CHECKPOINT_PREFIX = "embeddings.ckpt"
@@ -42,23 +43,15 @@ TABLE_LAYERS = (Embedding, EmbeddingBag, keras.layers.Embedding)
 
 def embedding_layers(model):
     """The `keras_embed.Embedding`, `keras_embed.EmbeddingBag` and
-    `keras.layers.Embedding` layers of `model`, nested models included, in
-    order.
+    `keras.layers.Embedding` layers of `model`, nested models and wrappers
+    included, in order, each once.
 
     Args:
         model: a Keras model, or a layer.
     """
-    found = []
-
-    def walk(layer):
-        if isinstance(layer, TABLE_LAYERS):
-            found.append(layer)
-        for inner in getattr(layer, "layers", ()):
-            walk(inner)
-
-    for layer in getattr(model, "layers", [model]):
-        walk(layer)
-    return found
+    if not isinstance(model, keras.Model):
+        return [model] if isinstance(model, TABLE_LAYERS) else []
+    return [layer for _, layer in migration.embedding_layers(model, bags=True)]
 
 
 def write_projector(log_dir, model, vocabulary=None, layers=None, step=0):

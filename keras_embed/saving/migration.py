@@ -154,19 +154,22 @@ def _refuse_bags(model):
 
 def class_name(layer):
     """The public name of a layer's class: `keras.layers.Embedding`,
-    `keras_embed.Embedding`, or `module.Class` for any other."""
+    `keras_embed.Embedding`, `keras_embed.EmbeddingBag`, or `module.Class`
+    for any other."""
     cls = type(layer)
     if cls is keras.layers.Embedding:
         return STOCK
     if cls is Embedding:
         return OURS
+    if cls is EmbeddingBag:
+        return "keras_embed.EmbeddingBag"
     module = cls.__module__
     if module.startswith("keras.src.") and hasattr(keras.layers, cls.__name__):
         return f"keras.layers.{cls.__name__}"
     return f"{module}.{cls.__name__}"
 
 
-def embedding_layers(model):
+def embedding_layers(model, bags=False):
     """Every embedding layer in `model`, depth first, with its path.
 
     Looks into nested models and into wrappers (`layer.layer`, and
@@ -176,6 +179,8 @@ def embedding_layers(model):
 
     Args:
         model: a Keras model.
+        bags: whether `keras_embed.EmbeddingBag` layers count too (they hold
+            a table; `swap` and `unswap` leave them as they are).
 
     Returns:
         A list of `(path, layer)`: `path` is the layer's name, prefixed by
@@ -189,7 +194,8 @@ def embedding_layers(model):
             return
         seen.add(id(layer))
         path = f"{prefix}{layer.name}"
-        if isinstance(layer, (keras.layers.Embedding, Embedding)):
+        if isinstance(layer, (keras.layers.Embedding, Embedding)) or (
+                bags and isinstance(layer, EmbeddingBag)):
             found.append((path, layer))
             return
         for inner in _inner_layers(layer):

@@ -253,7 +253,7 @@ def convert(source, destination, to="keras_embed", force=False):
         str(w.message) for w in caught
         if issubclass(w.category, migration.MigrationWarning)
     ] + notes
-    after = migration.embedding_layers(new_model)
+    after = migration.embedding_layers(new_model, bags=True)
 
     kind = ("a Keras 2 SavedModel directory" if written_by == SAVED_MODEL
             else f"a {written_by} model")
@@ -276,7 +276,7 @@ def convert(source, destination, to="keras_embed", force=False):
 
 
 def _embedding_layers(model, path):
-    layers = migration.embedding_layers(model)
+    layers = migration.embedding_layers(model, bags=True)
     if not layers:
         raise SavedModelError(f"{path}: the model has no embedding layers")
     return layers

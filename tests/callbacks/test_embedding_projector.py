@@ -220,3 +220,14 @@ def test_bag_errors_name_the_bag(tmp_path):
     bag = keras_embed.EmbeddingBag(3, 2, name="b")
     with pytest.raises(ValueError, match=r"EmbeddingBag layer 'b' is not built yet"):
         write_projector(tmp_path, [bag])
+
+
+def test_a_table_inside_a_wrapper_counts():
+    # The projector's walk missed an Embedding inside a wrapper: it is now
+    # the one `swap` and `keras-embed inspect` use.
+    from keras_embed.callbacks import embedding_layers
+
+    ids = keras.Input((2, 3), dtype="int32")
+    slots = keras.layers.TimeDistributed(keras_embed.Embedding(10, 2, name="words"), name="per_slot")
+    model = keras.Model(ids, slots(ids))
+    assert [layer.name for layer in embedding_layers(model)] == ["words"]

@@ -541,3 +541,23 @@ def test_bench_without_matplotlib(capsys, monkeypatch):
         "keras-embed bench: error: the benchmark suite draws its plot with matplotlib, "
         "which is not installed: pip install 'keras-embed[bench]'\n",
     )
+
+
+def test_inspect_and_convert_count_embedding_bags(tmp_path, capsys):
+    # EmbeddingBag holds a table too: inspect listed none, and convert
+    # refused a model with only bags ("the model has no embedding layers").
+    genres = keras.Input((3,), dtype="int32")
+    only_bags = keras.Model(genres, keras.layers.Dense(1)(
+        keras_embed.EmbeddingBag(20, 4, mask_zero=True, name="genres")(genres)))
+    source = str(tmp_path / "bags.keras")
+    only_bags.save(source)
+    code, out, err = main(capsys, "inspect", source)
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[1].split()[:5] == ["genres", "keras_embed.EmbeddingBag", "20", "4", "True"]
+    assert lines[-1] == "1 embedding layer, 80 params, 0.0003 MB"
+    code, out, err = main(capsys, "convert", source, str(tmp_path / "out.keras"))
+    assert (code, err) == (0, "")
+    assert "  genres  keras_embed.EmbeddingBag (unchanged)" in out.splitlines()
+    converted = keras.models.load_model(str(tmp_path / "out.keras"))
+    assert type(converted.get_layer("genres")) is keras_embed.EmbeddingBag
