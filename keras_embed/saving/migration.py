@@ -187,23 +187,8 @@ def embedding_layers(model, bags=False):
         the names of the models and wrappers holding it
         (`"encoder/words"`).
     """
-    found, seen = [], set()
-
-    def visit(layer, prefix):
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        path = f"{prefix}{layer.name}"
-        if isinstance(layer, (keras.layers.Embedding, Embedding)) or (
-                bags and isinstance(layer, EmbeddingBag)):
-            found.append((path, layer))
-            return
-        for inner in _inner_layers(layer):
-            visit(inner, f"{path}/")
-
-    for layer in _inner_layers(model):
-        visit(layer, "")
-    return found
+    kinds = (keras.layers.Embedding, Embedding) + ((EmbeddingBag,) if bags else ())
+    return [(path, layer) for path, layer, _ in _all_layers(model) if isinstance(layer, kinds)]
 
 
 def _inner_layers(layer):

@@ -79,7 +79,7 @@ def must_say(cell, form):
 
 
 @pytest.mark.parametrize("form", ["h5", "directory"])
-@pytest.mark.parametrize("cell", _cells())
+@pytest.mark.parametrize("cell", list(_cells()))
 def test_training_goes_on_as_in_keras2(written, cell, form, tmp_path):
     source = str(written / (cell + ".h5" if form == "h5" else cell))
     converted = str(tmp_path / "converted.keras")
