@@ -91,14 +91,18 @@ def unswap(model):
     The result needs nothing of keras_embed's to load. A compiled model's
     copy is compiled the same way, except that our optimizer becomes its
     Keras counterpart with the same settings and state (step count, slots,
-    `use_ema`'s averages, a `LossScaleOptimizer`'s scale):
+    `use_ema`'s averages, accumulated gradients, a `LossScaleOptimizer`'s
+    scale):
     `LazyAdam` -> `keras.optimizers.Adam`, `Adagrad` and `RowWiseAdagrad`
     -> `keras.optimizers.Adagrad` (each row's accumulator copied to every
     value of the row), `Ftrl` -> `keras.optimizers.Ftrl`, `SGD` ->
     `keras.optimizers.SGD`; and a `LookedUpRowsRegularizer` becomes the
     regularizer it wraps, which applies to the whole table. Each
     replacement comes with a `MigrationWarning` saying how the stock rule
-    differs (Keras's optimizers update every row on every step). Anything
+    differs (Keras's optimizers update every row on every step, apply
+    `weight_decay` to every row, and apply a step whose gradients are not
+    finite, where ours skip it). A `keras_embed.EmbeddingBag` has no stock
+    counterpart: a model holding one is refused (see Raises). Anything
     of ours left (a subclass of our layer or optimizer) is named in one
     more `MigrationWarning`.
 
