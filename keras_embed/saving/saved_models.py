@@ -130,7 +130,8 @@ def _read_model(path, written_by, compile):
         try:
             if written_by == "Keras 2":
                 return keras2.read_model(path, compile=compile)
-            return keras.models.load_model(path, compile=compile), []
+            with _global_policy(_saved_policy(path)):
+                return keras.models.load_model(path, compile=compile), []
         except load_errors.DamagedModelFileError as error:
             # Its message names the file already.
             raise SavedModelError(str(error)) from error
@@ -138,6 +139,41 @@ def _read_model(path, written_by, compile):
             raise SavedModelError(
                 f"{path}: could not load the model: {load_errors.reason(error)}"
             ) from error
+
+
+def _saved_policy(path):
+    """The dtype policy a `.keras` file's model was built under, if mixed.
+
+    Keras wraps a model's optimizer in a `LossScaleOptimizer` at `compile`
+    under the global `mixed_float16` policy, but the file keeps the inner
+    optimizer: loaded under another global policy, the optimizer has fewer
+    variables than the file and Keras drops its state ("Skipping variable
+    loading for optimizer"). Loaded under the model's own policy, it keeps
+    it."""
+    if _extension(path) != ".keras":
+        return None
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json")).get("config", {})
+    policy = config.get("dtype") if isinstance(config, dict) else None
+    name = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
+    return name if isinstance(name, str) and name.startswith("mixed_") else None
+
+
+@contextlib.contextmanager
+def _global_policy(name):
+    """Keras's global dtype policy set to `name` (if any) for the block."""
+    if name is None:
+        yield
+        return
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
 
 
 def embedding_rows(path):

@@ -561,3 +561,25 @@ def test_inspect_and_convert_count_embedding_bags(tmp_path, capsys):
     assert "  genres  keras_embed.EmbeddingBag (unchanged)" in out.splitlines()
     converted = keras.models.load_model(str(tmp_path / "out.keras"))
     assert type(converted.get_layer("genres")) is keras_embed.EmbeddingBag
+
+
+def test_convert_keeps_the_training_of_a_mixed_float16_keras_file(tmp_path, capsys, policy):
+    # Keras wraps the optimizer at compile under the mixed_float16 global
+    # policy, and the file keeps the inner one: read under float32 (as the
+    # command line runs), Keras dropped its state, "Skipping variable loading".
+    policy("mixed_float16")
+    model = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(30, 4),
+                              keras.layers.Flatten(), keras.layers.Dense(1, dtype="float32")])
+    model.compile("adam", "mse")
+    model.fit(IDS, np.ones((2, 1)), epochs=3, verbose=0)
+    source, out = str(tmp_path / "mixed.keras"), str(tmp_path / "out.keras")
+    model.save(source)
+    policy("float32")
+    code, stdout, err = main(capsys, "convert", source, out)
+    assert (code, err) == (0, ""), stdout
+    policy("mixed_float16")  # As Keras needs, to load such a model with its optimizer.
+    converted = keras.models.load_model(out)
+    assert type(converted.optimizer) is keras.optimizers.LossScaleOptimizer
+    assert int(converted.optimizer.iterations) == 3
+    for new, old in zip(converted.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
