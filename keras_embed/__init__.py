@@ -26,7 +26,7 @@ from keras_embed.saving.keras2 import load_keras2_model  # noqa: E402
 from keras_embed.saving.migration import swap, unswap  # noqa: E402
 
 # What importing keras_embed changes outside the layer, all of it here (see
-# README.md, "What importing `keras_embed` changes outside the layer").
+# docs/importing.md).
 # Importing a submodule (`keras_embed.layers.embedding`) runs this file
 # first, so every import of the package installs them.
 graph_errors.install()  # TensorFlow's graph errors: our id check's sentence first.
@@ -43,8 +43,6 @@ _COMPATIBILITY_MODULES = ("migration",)
 
 def __getattr__(name):
     if name in _COMPATIBILITY_MODULES:
-        import importlib
-
         return importlib.import_module(f"keras_embed.{name}")
     raise AttributeError(f"module 'keras_embed' has no attribute {name!r}")
 
