@@ -42,20 +42,19 @@ def written(tmp_path_factory):
     return out
 
 
-# Carried whole, with no note, yet 1.8e-4 from tf-keras after the 4 further
-# steps (25 of 96 embedding values, up to 6% relative; the Dense weights
-# within 1e-4): only legacy RMSprop(centered=True, momentum>0) under
-# mixed_float16. The same optimizer under float32, the current RMSprop with
-# the same options under mixed_float16, and every other legacy optimizer
-# under mixed_float16 match to 2.4e-7. Not explained yet; kept in sight.
-UNEXPLAINED = {"legacy.RMSprop_centered_momentum-mixed_float16"}
-
-
-def _cells():
-    for cell in matrix.cells():
-        marks = [pytest.mark.xfail(strict=True, reason="1.8e-4 from tf-keras, unexplained")] \
-            if cell in UNEXPLAINED else []
-        yield pytest.param(cell, marks=marks, id=cell)
+# The tolerance of the comparison with tf-keras's further steps: a few
+# float32 roundings a step (seen: at most 2.4e-7 on weights within 1.5 of 0).
+# rtol: a few ulps of each weight; atol: for weights near 0, about 8 ulps of
+# weights about 1.
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
+# Legacy centered RMSprop with momentum divides by sqrt(ms - mg**2), which
+# cancels: under mixed_float16 the float16 gradients of tf-keras's legacy
+# loss-scale path and of Keras 3's differ by an ulp where oneDNN picks the
+# kernels, and the cancellation makes it 1.8e-4 (25 of 96 embedding values)
+# after 4 steps. With TF_ENABLE_ONEDNN_OPTS=0 (Eigen's kernels) this cell
+# matches to 1e-7 like the others; the same optimizer under float32, and
+# every other optimizer under mixed_float16, match on either kernels.
+CANCELLING = {"legacy.RMSprop_centered_momentum-mixed_float16": {"rtol": 1e-5, "atol": 5e-4}}
 
 
 def must_say(cell, form):
@@ -79,7 +78,7 @@ def must_say(cell, form):
 
 
 @pytest.mark.parametrize("form", ["h5", "directory"])
-@pytest.mark.parametrize("cell", list(_cells()))
+@pytest.mark.parametrize("cell", list(matrix.cells()))
 def test_training_goes_on_as_in_keras2(written, cell, form, tmp_path):
     source = str(written / (cell + ".h5" if form == "h5" else cell))
     converted = str(tmp_path / "converted.keras")
@@ -99,13 +98,11 @@ def test_training_goes_on_as_in_keras2(written, cell, form, tmp_path):
         assert all(math.isfinite(loss) for loss in history.history["loss"])
         assert all(np.isfinite(weights).all() for weights in after)
         return
-    # Carried whole: tf-keras's 4 further steps and Keras 3's, each a few
-    # float32 roundings apart per step (seen: at most 2.4e-7 on weights
-    # within 1.5 of 0). rtol: a few ulps of each weight; atol: for weights
-    # near 0, about 8 ulps of weights about 1.
+    # Carried whole: tf-keras's 4 further steps and Keras 3's.
     assert len(after) == len(expected.files) - 2
     for index, weights in enumerate(after):
-        np.testing.assert_allclose(weights, expected[f"after/{index}"], rtol=1e-5, atol=1e-6,
+        np.testing.assert_allclose(weights, expected[f"after/{index}"],
+                                   **CANCELLING.get(cell, TOLERANCE),
                                    err_msg=f"{cell} ({form}): weight {index}")
 
 
