@@ -44,10 +44,9 @@ def read_model(path, compile=True):
 
     with h5py.File(path, "r") as file:
         model = keras2_configs.model_from_config(json.loads(_text(file.attrs["model_config"])))
-        weights, summaries = keras2_preprocessing.without_discretization_weights(
-            file["model_weights"])
-        with weights:
-            load_weights_from_hdf5_group(weights["model_weights"], model)
+        with keras2_preprocessing.weights_without_discretization(
+                file["model_weights"]) as (model_weights, summaries):
+            load_weights_from_hdf5_group(model_weights, model)
         for name, summary in summaries.items():
             keras2_preprocessing.set_discretization_summary(model.get_layer(name), summary)
         if not compile:

@@ -21,6 +21,8 @@ Example:
 ...     model, directory, checkpoint)  # doctest: +SKIP
 """
 
+import contextlib
+
 import numpy as np
 
 from keras_embed.saving.keras2.directory import Keras2SavedModelError
@@ -78,25 +80,30 @@ def set_discretization_summary(layer, summary):
         layer.finalize_state()
 
 
-def without_discretization_weights(group):
-    """An in-memory copy of a Keras 2 `.h5` file's `model_weights` group in
-    which Discretization layers hold no weights, as Keras 3's do; and
-    `{layer name: summary}` for them."""
+@contextlib.contextmanager
+def weights_without_discretization(group):
+    """A Keras 2 `.h5` file's `model_weights` group as Keras 3 counts its
+    layers' weights, and `{layer name: summary}` of its Discretization
+    layers (whose summary Keras 3 keeps as no weight): the group itself if
+    it has none, else an in-memory copy that leaves their weights out."""
     import io
 
     import h5py
 
-    copy = h5py.File(io.BytesIO(), "w")
-    group.file.copy(group, copy, name="model_weights")
     summaries = {}
-    for name in copy["model_weights"]:
-        layer = copy["model_weights"][name]
+    for name in group:
         names = [n.decode("utf-8") if isinstance(n, bytes) else n
-                 for n in layer.attrs.get("weight_names", [])]
+                 for n in group[name].attrs.get("weight_names", [])]
         if len(names) == 1 and names[0].split("/")[-1].startswith("summary"):
-            summaries[name] = layer[names[0]][()]
-            layer.attrs["weight_names"] = []
-    return copy, summaries
+            summaries[name] = group[name][names[0]][()]
+    if not summaries:
+        yield group, {}
+        return
+    with h5py.File(io.BytesIO(), "w") as copy:
+        group.file.copy(group, copy, name="model_weights")
+        for name in summaries:
+            copy["model_weights"][name].attrs["weight_names"] = []
+        yield copy["model_weights"], summaries
 
 
 def _set(layer, tokens, idf_weights):
