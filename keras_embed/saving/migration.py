@@ -192,7 +192,7 @@ def embedding_layers(model, bags=False):
         (`"encoder/words"`).
     """
     kinds = (keras.layers.Embedding, Embedding) + ((EmbeddingBag,) if bags else ())
-    return [(path, layer) for path, layer, _ in _all_layers(model) if isinstance(layer, kinds)]
+    return [(path, layer) for path, layer, _ in all_layers(model) if isinstance(layer, kinds)]
 
 
 def _inner_layers(layer):
@@ -307,7 +307,7 @@ def _replace(model, source, convert, verb):
     _compile_like(model, new_model, verb, notes)
     _copy_optimizer_state(model, new_model, notes)
     if verb == "unswap":
-        left = stock_equivalents.needs_keras_embed(new_model, _all_layers(new_model))
+        left = stock_equivalents.needs_keras_embed(new_model, all_layers(new_model))
         if left:
             notes.append(
                 "the new model still needs keras_embed to load: "
@@ -355,7 +355,7 @@ def _compile_like(model, new_model, verb, notes):
         build_optimizer(new_model.optimizer, new_model.trainable_variables)
 
 
-def _all_layers(model):
+def all_layers(model):
     """`(path, layer, holds_layers)` for every layer in `model`, depth first,
     each once; `holds_layers` for models and wrappers."""
     found, seen = [], set()

@@ -25,6 +25,7 @@ import contextlib
 
 import numpy as np
 
+from keras_embed.saving import migration
 from keras_embed.saving.keras2.directory import Keras2SavedModelError
 
 LOOKUP_LAYERS = ("StringLookup", "IntegerLookup", "TextVectorization")
@@ -39,7 +40,7 @@ def assign_directory_state(model, directory, checkpoint):
         Keras2SavedModelError: if a vocabulary cannot be found or does not
             give its tokens the indices they had.
     """
-    layers = {layer.name: layer for layer in _all_layers(model)}
+    layers = {layer.name: layer for _, layer, _ in migration.all_layers(model)}
     for node_path, (_, metadata) in directory.nodes.items():
         layer = layers.get(metadata.get("name"))
         if metadata.get("class_name") == "Discretization" and layer is not None:
@@ -151,10 +152,3 @@ def _table(directory, node_path):
 
 def _token(key):
     return key.decode("utf-8") if isinstance(key, bytes) else key.item()
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
