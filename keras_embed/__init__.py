@@ -18,6 +18,7 @@ from keras_embed.layers import graph_errors  # noqa: E402
 from keras_embed.layers import input_length  # noqa: E402
 from keras_embed.layers import jit_default  # noqa: E402
 from keras_embed.layers import table_reads  # noqa: E402
+from keras_embed.layers.dynamic_embedding import DynamicEmbedding  # noqa: E402
 from keras_embed.layers.embedding import Embedding  # noqa: E402
 from keras_embed.layers.embedding_bag import EmbeddingBag  # noqa: E402
 from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer  # noqa: E402
@@ -48,6 +49,6 @@ def __getattr__(name):
 
 
 __all__ = [
-    "Embedding", "EmbeddingBag", "LookedUpRowsRegularizer", "callbacks", "load_keras2_model", "optimizers",
+    "DynamicEmbedding", "Embedding", "EmbeddingBag", "LookedUpRowsRegularizer", "callbacks", "load_keras2_model", "optimizers",
     "pretrained", "swap", "unswap",
 ]

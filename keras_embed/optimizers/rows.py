@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_embed.layers.row_admission import fresh_rows
 from keras_embed.layers.table_reads import is_layer_variable
 from keras_embed.layers.table_reads import is_updated_by_rows
 from keras_embed.layers.table_reads import mark_updated_by_rows
@@ -137,17 +138,34 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
         if getattr(variable, "overwrite_with_gradient", False):
             return None
         if shape is None:
-            return self.add_variable_from_reference(variable, name, initializer)
-        # A slot of another shape (row-wise accumulators): colocated with the
-        # variable, as Keras's TensorFlow backend colocates its own slots.
-        value = variable.value if isinstance(variable, keras.Variable) else variable
-        with tf.distribute.get_strategy().extended.colocate_vars_with(value):
-            return self.add_variable(
-                shape=shape,
-                initializer=initializer,
-                dtype=variable.dtype,
-                name=f"{_slot_prefix(variable)}_{name}",
-            )
+            slot = self.add_variable_from_reference(variable, name, initializer)
+        else:
+            # A slot of another shape (row-wise accumulators): colocated with
+            # the variable, as Keras's TensorFlow backend colocates its own.
+            value = variable.value if isinstance(variable, keras.Variable) else variable
+            with tf.distribute.get_strategy().extended.colocate_vars_with(value):
+                slot = self.add_variable(
+                    shape=shape,
+                    initializer=initializer,
+                    dtype=variable.dtype,
+                    name=f"{_slot_prefix(variable)}_{name}",
+                )
+        if fresh_rows(variable) is not None:  # A DynamicEmbedding's table.
+            slots = self.__dict__.setdefault("_slots_to_reset", {})
+            slots.setdefault(id(variable), []).append((slot, keras.initializers.get(initializer)))
+        return slot
+
+    def _reset_fresh_rows(self, variable):
+        """Sets the slots' rows that a DynamicEmbedding gave to new keys in
+        this step to their initial values: a new key never inherits an old
+        key's state."""
+        slots = getattr(self, "_slots_to_reset", {}).get(id(variable), ())
+        if not slots:
+            return
+        rows = tf.identity(fresh_rows(variable))
+        for slot, initializer in slots:
+            shape = tf.concat([tf.shape(rows), slot.shape[1:]], 0)
+            self.assign(slot, tf.IndexedSlices(initializer(shape, dtype=slot.dtype), rows))
 
     def apply(self, grads, trainable_variables=None):
         """Applies `grads` (dense tensors or `tf.IndexedSlices`) to the
@@ -207,6 +225,7 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         """Updates `variable` and its slots for one (dense or sparse) gradient."""
         index = self._get_variable_index(variable)
+        self._reset_fresh_rows(self._trainable_variables[index])
         # A 16-bit variable is updated in float32 (see LOW_PRECISION); a
         # scalar one (no rows) in its own dtype, as Keras updates it.
         dtype = arithmetic_dtype(variable.dtype) if variable.shape else variable.dtype

@@ -1,0 +1,140 @@
+"""What `keras_embed.DynamicEmbedding` keys its rows with: 64-bit keys, the
+key -> row map, and the sketch that counts keys holding no row yet.
+
+- `fingerprints(values)`: farmhash64 of each value's bytes, as int64. A
+  string key is its fingerprint; an int64 key's fingerprint chooses its OOV
+  bucket and its sketch counters.
+- `KeyMap`: a `tf.lookup.experimental.DenseHashTable` (open addressing,
+  int64 -> int32: 12 bytes a bucket, at most 0.8 full, sized once, so it
+  never grows while training). Such a table reserves two keys as markers of
+  empty and deleted buckets; `KeyMap` keeps the rows of those two keys
+  beside it, so every int64 key has a row of its own.
+- `CountMinSketch`: `depth` rows of `width` int32 counters. A key's estimate
+  is the least of its `depth` counters: never below its true count, and
+  above it by more than `e / width` times the sketch's total count with
+  probability at most `exp(-depth)`.
+
+Example:
+
+>>> import tensorflow as tf
+>>> keys = KeyMap(capacity=4)
+>>> keys.insert(tf.constant([7, -2**63], tf.int64), tf.constant([0, 1]))
+>>> keys.lookup(tf.constant([-2**63, 7, 8], tf.int64)).numpy().tolist()
+[1, 0, -1]
+"""
+
+import math
+
+import tensorflow as tf
+
+# The two keys the hash table reserves: the lowest int64 values.
+EMPTY_KEY = -(2**63)
+DELETED_KEY = -(2**63) + 1
+_MAX_LOAD = 0.8  # DenseHashTable grows past this share of full buckets.
+
+
+def fingerprints(values):
+    """The farmhash64 fingerprint of each value (int64 or string), as int64.
+
+    >>> fingerprints(tf.constant(["a", "a", "b"])).numpy().tolist()[0] == \\
+    ...     fingerprints(tf.constant(["a"])).numpy().tolist()[0]
+    True
+    """
+    values = tf.reshape(values, [-1])
+    return tf.bitcast(tf.fingerprint(values), tf.int64)
+
+
+def buckets_of(keys, count):
+    """`farmhash64(key) mod count` for int64 `keys`: each key's OOV bucket."""
+    positive = tf.bitwise.bitwise_and(fingerprints(keys), tf.constant(2**63 - 1, tf.int64))
+    return tf.math.floormod(positive, count)
+
+
+class KeyMap(tf.Module):
+    """int64 key -> int32 row, -1 for a key with none.
+
+    Args:
+        capacity: the most keys it holds at once.
+    """
+
+    def __init__(self, capacity):
+        super().__init__(name="key_map")
+        buckets = 2 ** math.ceil(math.log2(capacity / _MAX_LOAD + 1))
+        self.table = tf.lookup.experimental.DenseHashTable(
+            tf.int64, tf.int32, default_value=-1, empty_key=EMPTY_KEY,
+            deleted_key=DELETED_KEY, initial_num_buckets=buckets,
+        )
+        # The rows of EMPTY_KEY and DELETED_KEY, which the table cannot hold.
+        self.reserved_rows = tf.Variable([-1, -1], dtype=tf.int32, trainable=False)
+
+    def lookup(self, keys):
+        reserved = keys <= DELETED_KEY
+        rows = self.table.lookup(tf.where(reserved, tf.zeros_like(keys), keys))
+        reserved_row = tf.where(
+            tf.equal(keys, EMPTY_KEY), self.reserved_rows[0], self.reserved_rows[1]
+        )
+        rows = tf.where(reserved, reserved_row, rows)
+        rows.set_shape(keys.shape)  # The table's lookup has no static shape.
+        return rows
+
+    def insert(self, keys, rows):
+        rows = tf.cast(rows, tf.int32)
+        reserved = keys <= DELETED_KEY
+        ordinary = tf.logical_not(reserved)
+        self.table.insert(tf.boolean_mask(keys, ordinary), tf.boolean_mask(rows, ordinary))
+        self._set_reserved(tf.boolean_mask(keys, reserved), tf.boolean_mask(rows, reserved))
+
+    def remove(self, keys):
+        reserved = keys <= DELETED_KEY
+        self.table.remove(tf.boolean_mask(keys, tf.logical_not(reserved)))
+        removed = tf.boolean_mask(keys, reserved)
+        self._set_reserved(removed, -tf.ones_like(removed, tf.int32))
+
+    def _set_reserved(self, keys, rows):
+        slots = tf.cast(keys - EMPTY_KEY, tf.int32)[:, None]
+        self.reserved_rows.scatter_nd_update(slots, rows)
+
+    def clear(self):
+        keys, _ = self.table.export()
+        keys = tf.reshape(keys, [-1])
+        self.table.remove(tf.boolean_mask(keys, keys > DELETED_KEY))
+        self.reserved_rows.assign([-1, -1])
+
+
+class CountMinSketch:
+    """Counts of int64 keys in bounded memory: `depth * width` int32.
+
+    A key's counters are `(a + i * b) mod width` for `i < depth`, `a` and `b`
+    the halves of its fingerprint (Kirsch and Mitzenmacher's double hashing).
+
+    Args:
+        counters: a `(depth, width)` int32 variable, zeros at first.
+    """
+
+    def __init__(self, counters):
+        self.counters = counters
+        self.depth, self.width = counters.shape
+
+    def _cells(self, keys):
+        hashed = fingerprints(keys)
+        low = tf.bitwise.bitwise_and(hashed, tf.constant(2**32 - 1, tf.int64))
+        high = tf.bitwise.bitwise_or(tf.bitwise.right_shift(hashed, 32), 1)
+        high = tf.bitwise.bitwise_and(high, tf.constant(2**32 - 1, tf.int64))
+        steps = tf.range(self.depth, dtype=tf.int64)[:, None]
+        columns = tf.math.floormod(low[None, :] + steps * high[None, :], self.width)
+        depth_index = tf.broadcast_to(steps, tf.shape(columns))
+        return tf.stack([depth_index, columns], axis=-1)  # (depth, n, 2)
+
+    def add(self, keys, counts):
+        """Adds `counts` to `keys`' counters; returns their new estimates."""
+        cells = self._cells(keys)
+        counts = tf.broadcast_to(tf.cast(counts, tf.int32)[None, :], tf.shape(cells)[:2])
+        self.counters.scatter_nd_add(cells, counts)
+        return tf.reduce_min(tf.gather_nd(self.counters, cells), axis=0)
+
+    @staticmethod
+    def error_bound(width, depth):
+        """(e / width, exp(-depth)): an estimate exceeds the true count by
+        more than the first times the total count with at most the second's
+        probability."""
+        return math.e / width, math.exp(-depth)

@@ -1,0 +1,168 @@
+"""How a training step of `keras_embed.DynamicEmbedding` changes its map:
+which keys get rows, which rows are taken back, and what a given row holds.
+
+One step, for the distinct keys `K` of the batch (padding left out), in
+order of first appearance:
+
+1. The step clock advances: `step = step + 1`.
+2. A key holds a row if the map has it and, with `ttl_steps`, the row was
+   seen within the last `ttl_steps` steps (`step - last_seen <= ttl_steps`);
+   a row not seen for longer is free, and its key holds none.
+3. Keys without a row are counted (with `min_count > 1`, in the count-min
+   sketch); those seen `min_count` times in all, this batch included, are
+   admitted, in order of first appearance.
+4. Admitted keys take the rows never used yet, lowest first; when none is
+   left, they take the rows of the keys that least deserve one, lowest
+   first: free rows (past `ttl_steps`) first, then by `eviction`: "lru",
+   the least recently seen; "lfu", the least often seen; ties to the lower
+   row. Rows of this batch's keys are never taken. When there are more
+   keys to admit than rows to take, the first admitted keys win, the rest
+   hold no row this step.
+5. A given row gets fresh values from the layer's initializer (drawn with
+   the layer's seed generator, whose state is saved), count = the key's
+   count (its sketch estimate, or its count in the batch), and every
+   optimizer of ours resets its slots for that row in the same step
+   (`fresh_rows`).
+6. Every key holding a row has its count raised by its count in the batch
+   and `last_seen = step`.
+"""
+
+import tensorflow as tf
+
+_INT32_MAX = 2**31 - 1
+_NEVER = tf.int64.max
+
+# Set on a DynamicEmbedding's table: a `tf.Variable` holding the rows given
+# to new keys in the last training step, which the optimizers reset.
+_FRESH_ROWS = "_keras_embed_fresh_rows"
+
+
+def mark_fresh_rows(table, holder):
+    """Attaches `holder` (an int32 `tf.Variable` of any length) to `table`."""
+    setattr(table, _FRESH_ROWS, holder)
+
+
+def fresh_rows(table):
+    """The `tf.Variable` of rows of `table` given to new keys in this step,
+    or `None` for a table with no such rows (any table but
+    `DynamicEmbedding`'s)."""
+    return getattr(table, _FRESH_ROWS, None)
+
+
+def held(layer, rows, step):
+    """Whether each row (-1: none) is held: in the map and, with
+    `ttl_steps`, seen within the last `ttl_steps` steps."""
+    holds = rows >= 0
+    if layer.ttl_steps is None:
+        return holds
+    last = tf.gather(layer._last_seen.value, tf.maximum(rows, 0))
+    return tf.logical_and(holds, step - tf.cast(last, tf.int64) <= layer.ttl_steps)
+
+
+def train_step_rows(layer, keys):
+    """Updates `layer`'s map for a training batch of int64 `keys` (flat,
+    padding left out) and returns each key's row (-1: none)."""
+    step = layer._step.value.assign_add(1)
+    unique, position, counts = tf.unique_with_counts(keys, out_idx=tf.int32)
+    counts = tf.cast(counts, tf.int64)
+    rows = layer._key_map.lookup(unique)
+    holds = held(layer, rows, step)
+    rows = tf.where(holds, rows, -1)
+    waiting = tf.where(tf.logical_not(holds))[:, 0]
+    waiting_keys = tf.gather(unique, waiting)
+    waiting_counts = tf.gather(counts, waiting)
+    if layer._sketch is not None:
+        seen = tf.cast(layer._sketch.add(waiting_keys, waiting_counts), tf.int64)
+        eligible = seen >= layer.min_count
+        waiting, waiting_keys = tf.boolean_mask(waiting, eligible), tf.boolean_mask(waiting_keys, eligible)
+        start_counts = tf.boolean_mask(seen, eligible)
+    else:
+        start_counts = waiting_counts
+    taken_rows = tf.boolean_mask(rows, holds)
+    given, unused = _give_rows(layer, waiting_keys, taken_rows, step)
+    admitted = tf.shape(given)[0]
+    new_keys = waiting_keys[:admitted]
+    # Keys whose rows are taken lose them, unless the key holds another row
+    # already (a key whose row expired and that was admitted again).
+    taken = given[unused:]
+    old_keys = tf.gather(layer._row_keys.value, taken)
+    still_there = tf.equal(layer._key_map.lookup(old_keys), taken)
+    layer._key_map.remove(tf.boolean_mask(old_keys, still_there))
+    layer._key_map.insert(new_keys, given)
+    layer._row_keys.value.scatter_update(tf.IndexedSlices(new_keys, given))
+    layer._rows_used.value.assign_add(tf.cast(unused, layer._rows_used.dtype))
+    # Rows taken from a key that held them (not free past `ttl_steps`).
+    evicted = tf.reduce_sum(tf.cast(held(layer, taken, step), tf.int32))
+    table = layer._embeddings.value
+    fresh = tf.cast(layer._fresh_values(admitted), table.dtype)
+    table.scatter_update(tf.IndexedSlices(fresh, given))
+    layer._fresh_rows.assign(given)
+    rows = tf.tensor_scatter_nd_update(rows, waiting[:admitted, None], given)
+    # Counts and clocks of every key holding a row now.
+    holding = tf.where(rows >= 0)[:, 0]
+    holding_rows = tf.gather(rows, holding)
+    old_counts = tf.cast(tf.gather(layer._counts.value, holding_rows), tf.int64)
+    new_counts = tf.gather(counts, holding) + tf.where(tf.gather(holds, holding), old_counts, 0)
+    start = tf.scatter_nd(waiting[:admitted, None], start_counts[:admitted], tf.shape(counts, out_type=tf.int64))
+    new_counts = tf.where(tf.gather(holds, holding), new_counts, tf.gather(start, holding))
+    new_counts = tf.cast(tf.minimum(new_counts, _INT32_MAX), tf.int32)
+    layer._counts.value.scatter_update(tf.IndexedSlices(new_counts, holding_rows))
+    last = tf.fill(tf.shape(holding_rows), tf.cast(tf.minimum(step, _INT32_MAX), tf.int32))
+    layer._last_seen.value.scatter_update(tf.IndexedSlices(last, holding_rows))
+    _record_figures(layer, step, admitted, evicted, rows, position)
+    return tf.gather(rows, position)
+
+
+def _give_rows(layer, keys, taken_rows, step):
+    """The rows for `keys` (to admit, in order): unused rows first, then
+    taken ones, fewer than `keys` when every row is this batch's; and how
+    many were unused."""
+    capacity = layer.capacity
+    wanted = tf.shape(keys)[0]
+    used = tf.cast(layer._rows_used.value, tf.int32)
+    unused = tf.minimum(wanted, capacity - used)
+    new_rows = used + tf.range(unused)
+    to_evict = wanted - unused
+    # Rows this batch holds, and the new ones, are never taken.
+    kept = tf.concat([taken_rows, new_rows], 0)
+    to_evict = tf.minimum(to_evict, capacity - tf.shape(kept)[0])
+
+    def evict():
+        priority = _priority(layer, step)
+        priority = tf.tensor_scatter_nd_update(
+            priority, kept[:, None], tf.fill(tf.shape(kept), _NEVER)
+        )
+        return tf.math.top_k(-priority, to_evict, sorted=True).indices
+
+    evicted = tf.cond(to_evict > 0, evict, lambda: tf.zeros([0], tf.int32))
+    return tf.concat([new_rows, evicted], 0), unused
+
+
+def _priority(layer, step):
+    """How much each row deserves to stay: lower is taken first."""
+    last = tf.cast(layer._last_seen.value, tf.int64)
+    if layer.eviction == "lru":
+        priority = last
+    else:
+        priority = tf.cast(layer._counts.value, tf.int64)
+    if layer.ttl_steps is not None:
+        free = step - last > layer.ttl_steps
+        priority = tf.where(free, tf.constant(-1, tf.int64) - (step - last), priority)
+    return priority
+
+
+def _record_figures(layer, step, admitted, evicted, rows, position):
+    """The step's figures: rows held, admitted, evicted, and the share of
+    this batch's lookups that found no row."""
+    used = tf.cast(layer._rows_used.value, tf.int64)
+    if layer.ttl_steps is None:
+        rows_held = used
+    else:
+        last = tf.cast(layer._last_seen.value[:tf.cast(used, tf.int32)], tf.int64)
+        rows_held = tf.reduce_sum(tf.cast(step - last <= layer.ttl_steps, tf.int64))
+    missed = tf.reduce_sum(tf.cast(tf.gather(rows, position) < 0, tf.float32))
+    lookups = tf.maximum(tf.cast(tf.size(position), tf.float32), 1.0)
+    layer._figures.value.assign(tf.stack([
+        tf.cast(rows_held, tf.float32), tf.cast(admitted, tf.float32),
+        tf.cast(evicted, tf.float32), missed / lookups,
+    ]))
