@@ -134,13 +134,13 @@ class Checks:
 def _variance_scaling_rows(initializer):
     """Rows of a variance-scaling initializer scaled to the whole table:
     Keras's fans of a `(table_rows, output_dim)` matrix."""
-    config = initializer.get_config()
-    mode, distribution = config["mode"], config["distribution"]
+    # Subclasses (GlorotUniform, HeNormal, ...) leave these out of their config.
+    mode, distribution = initializer.mode, initializer.distribution
 
     def draw(shape, table_rows, seed, dtype):
         fan_in, fan_out = table_rows, shape[-1]
         fan = {"fan_in": fan_in, "fan_out": fan_out}.get(mode, (fan_in + fan_out) / 2.0)
-        scale = config["scale"] / max(1.0, fan)
+        scale = initializer.scale / max(1.0, fan)
         kinds = keras.initializers
         if distribution == "truncated_normal":
             drawn = kinds.TruncatedNormal(0.0, math.sqrt(scale) / 0.87962566103423978, seed=seed)

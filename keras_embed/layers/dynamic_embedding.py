@@ -189,11 +189,12 @@ class DynamicEmbedding(keras.layers.Layer):
             width = self.sketch_width or max(1024, self.capacity // 4)
             counters = state("sketch", (4, width), "int32")
             self._sketch = CountMinSketch(counters.value)
-        self._key_map = KeyMap(self.capacity)
-        # The rows given to keys in the last training step (not saved).
-        self._fresh_rows = tf.Variable(
-            tf.zeros([0], tf.int32), shape=tf.TensorShape([None]), trainable=False
-        )
+        with tf.init_scope():  # Built in a tf.function's trace, made eagerly.
+            self._key_map = KeyMap(self.capacity)
+            # The rows given to keys in the last training step (not saved).
+            self._fresh_rows = tf.Variable(
+                tf.zeros([0], tf.int32), shape=tf.TensorShape([None]), trainable=False
+            )
         row_admission.mark_fresh_rows(self._embeddings, self._fresh_rows)
         self._figure_metrics = [_Figure(self, index, name) for index, name in enumerate(FIGURES)]
         self.built = True
@@ -257,7 +258,7 @@ class DynamicEmbedding(keras.layers.Layer):
 
     def _held_rows(self, keys):
         rows = self._key_map.lookup(keys)
-        holds = row_admission.held(self, rows, self._step.value)
+        holds = row_admission.held(self, keys, rows, self._step.value)
         return tf.where(holds, rows, -1)
 
     def _vectors(self, keys, rows, padding):
@@ -327,7 +328,7 @@ class DynamicEmbedding(keras.layers.Layer):
         rows = np.arange(used, dtype=np.int32)
         keys = self._row_keys.numpy()[:used]
         holds = self._key_map.lookup(tf.constant(keys)).numpy() == rows
-        holds &= row_admission.held(self, tf.constant(rows), self._step.value).numpy()
+        holds &= row_admission.held(self, keys, tf.constant(rows), self._step.value).numpy()
         return {
             "key": keys[holds], "row": rows[holds],
             "count": self._counts.numpy()[:used][holds],
@@ -357,10 +358,7 @@ class DynamicEmbedding(keras.layers.Layer):
         self._rebuild_map()
 
     def _rebuild_map(self):
-        used = int(self._rows_used.numpy())
-        self._key_map.clear()
-        rows = tf.range(used, dtype=tf.int32)
-        self._key_map.insert(tf.constant(self._row_keys.numpy()[:used]), rows)
+        row_admission.rebuild_map(self, self._step.value)
         self._fresh_rows.assign(tf.zeros([0], tf.int32))
 
     def get_config(self):

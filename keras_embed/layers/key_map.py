@@ -8,7 +8,12 @@ key -> row map, and the sketch that counts keys holding no row yet.
   int64 -> int32: 12 bytes a bucket, at most 0.8 full, sized once, so it
   never grows while training). Such a table reserves two keys as markers of
   empty and deleted buckets; `KeyMap` keeps the rows of those two keys
-  beside it, so every int64 key has a row of its own.
+  beside it, so every int64 key has a row of its own. A removed key leaves
+  a deleted marker, and the table never clears them: once no bucket is
+  empty, looking up an absent key fails ("Internal error in
+  MutableDenseHashTable lookup", after 3 evictions in a table of 8
+  buckets). `KeyMap` counts removals, and its owner rebuilds it (`clear`,
+  then `insert`) before they fill half the buckets the keys leave free.
 - `CountMinSketch`: `depth` rows of `width` int32 counters. A key's estimate
   is the least of its `depth` counters: never below its true count, and
   above it by more than `e / width` times the sketch's total count with
@@ -59,13 +64,16 @@ class KeyMap(tf.Module):
 
     def __init__(self, capacity):
         super().__init__(name="key_map")
-        buckets = 2 ** math.ceil(math.log2(capacity / _MAX_LOAD + 1))
+        self.buckets = 2 ** math.ceil(math.log2(max(capacity / _MAX_LOAD + 1, capacity + 64)))
         self.table = tf.lookup.experimental.DenseHashTable(
             tf.int64, tf.int32, default_value=-1, empty_key=EMPTY_KEY,
-            deleted_key=DELETED_KEY, initial_num_buckets=buckets,
+            deleted_key=DELETED_KEY, initial_num_buckets=self.buckets,
         )
         # The rows of EMPTY_KEY and DELETED_KEY, which the table cannot hold.
         self.reserved_rows = tf.Variable([-1, -1], dtype=tf.int32, trainable=False)
+        # Keys removed since the table was last cleared: its deleted markers.
+        self.removed = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.most_removed = (self.buckets - capacity) // 2
 
     def lookup(self, keys):
         reserved = keys <= DELETED_KEY
@@ -86,7 +94,9 @@ class KeyMap(tf.Module):
 
     def remove(self, keys):
         reserved = keys <= DELETED_KEY
-        self.table.remove(tf.boolean_mask(keys, tf.logical_not(reserved)))
+        ordinary = tf.boolean_mask(keys, tf.logical_not(reserved))
+        self.table.remove(ordinary)
+        self.removed.assign_add(tf.size(ordinary, out_type=tf.int64))
         removed = tf.boolean_mask(keys, reserved)
         self._set_reserved(removed, -tf.ones_like(removed, tf.int32))
 
@@ -94,11 +104,24 @@ class KeyMap(tf.Module):
         slots = tf.cast(keys - EMPTY_KEY, tf.int32)[:, None]
         self.reserved_rows.scatter_nd_update(slots, rows)
 
+    def needs_clearing(self):
+        """Whether deleted markers fill half the buckets keys leave free."""
+        return self.removed > self.most_removed
+
     def clear(self):
-        keys, _ = self.table.export()
-        keys = tf.reshape(keys, [-1])
-        self.table.remove(tf.boolean_mask(keys, keys > DELETED_KEY))
+        """Empties the map, deleted markers included: every bucket empty."""
+        # A removal leaves a marker; importing empty buckets leaves none.
+        # The kernel takes `(buckets, 1)` arrays, where the op's shape
+        # function asks for rank 1: a shape of a length known only when the
+        # graph runs leaves the rank unknown to it.
+        shape = tf.boolean_mask([self.buckets, 1], tf.stack([True, self.removed >= 0]))
+        tf.raw_ops.LookupTableImportV2(
+            table_handle=self.table.resource_handle,
+            keys=tf.fill(shape, tf.constant(EMPTY_KEY, tf.int64)),
+            values=tf.fill(shape, tf.constant(-1, tf.int32)),
+        )
         self.reserved_rows.assign([-1, -1])
+        self.removed.assign(0)
 
 
 class CountMinSketch:

@@ -49,10 +49,12 @@ def fresh_rows(table):
     return getattr(table, _FRESH_ROWS, None)
 
 
-def held(layer, rows, step):
-    """Whether each row (-1: none) is held: in the map and, with
-    `ttl_steps`, seen within the last `ttl_steps` steps."""
-    holds = rows >= 0
+def held(layer, keys, rows, step):
+    """Whether each key holds the row the map gives it (-1: none): the row
+    is still the key's and, with `ttl_steps`, was seen within the last
+    `ttl_steps` steps."""
+    holds = tf.logical_and(rows >= 0, tf.equal(
+        tf.gather(layer._row_keys.value, tf.maximum(rows, 0)), keys))
     if layer.ttl_steps is None:
         return holds
     last = tf.gather(layer._last_seen.value, tf.maximum(rows, 0))
@@ -66,7 +68,7 @@ def train_step_rows(layer, keys):
     unique, position, counts = tf.unique_with_counts(keys, out_idx=tf.int32)
     counts = tf.cast(counts, tf.int64)
     rows = layer._key_map.lookup(unique)
-    holds = held(layer, rows, step)
+    holds = held(layer, unique, rows, step)
     rows = tf.where(holds, rows, -1)
     waiting = tf.where(tf.logical_not(holds))[:, 0]
     waiting_keys = tf.gather(unique, waiting)
@@ -87,12 +89,12 @@ def train_step_rows(layer, keys):
     taken = given[unused:]
     old_keys = tf.gather(layer._row_keys.value, taken)
     still_there = tf.equal(layer._key_map.lookup(old_keys), taken)
+    # Rows taken from a key that held them (not free past `ttl_steps`).
+    evicted = tf.reduce_sum(tf.cast(held(layer, old_keys, taken, step), tf.int32))
     layer._key_map.remove(tf.boolean_mask(old_keys, still_there))
     layer._key_map.insert(new_keys, given)
     layer._row_keys.value.scatter_update(tf.IndexedSlices(new_keys, given))
     layer._rows_used.value.assign_add(tf.cast(unused, layer._rows_used.dtype))
-    # Rows taken from a key that held them (not free past `ttl_steps`).
-    evicted = tf.reduce_sum(tf.cast(held(layer, taken, step), tf.int32))
     table = layer._embeddings.value
     fresh = tf.cast(layer._fresh_values(admitted), table.dtype)
     table.scatter_update(tf.IndexedSlices(fresh, given))
@@ -110,7 +112,21 @@ def train_step_rows(layer, keys):
     last = tf.fill(tf.shape(holding_rows), tf.cast(tf.minimum(step, _INT32_MAX), tf.int32))
     layer._last_seen.value.scatter_update(tf.IndexedSlices(last, holding_rows))
     _record_figures(layer, step, admitted, evicted, rows, position)
+    tf.cond(layer._key_map.needs_clearing(), lambda: rebuild_map(layer, step), lambda: tf.constant(0))
     return tf.gather(rows, position)
+
+
+def rebuild_map(layer, step):
+    """Clears the map and inserts the keys holding rows again."""
+    layer._key_map.clear()
+    rows = tf.range(tf.cast(layer._rows_used.value, tf.int32))
+    keys = tf.gather(layer._row_keys.value, rows)
+    if layer.ttl_steps is not None:  # Rows freed past `ttl_steps` stay out.
+        last = tf.cast(tf.gather(layer._last_seen.value, rows), tf.int64)
+        kept = step - last <= layer.ttl_steps
+        rows, keys = tf.boolean_mask(rows, kept), tf.boolean_mask(keys, kept)
+    layer._key_map.insert(keys, rows)
+    return tf.constant(0)
 
 
 def _give_rows(layer, keys, taken_rows, step):
