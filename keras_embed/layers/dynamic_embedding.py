@@ -11,6 +11,7 @@ from keras import regularizers
 from keras_embed.layers import dynamic_config
 from keras_embed.layers import row_admission
 from keras_embed.layers.bag_reductions import by_segments
+from keras_embed.layers.errors import InvalidConfigError
 from keras_embed.layers.errors import complete_error
 from keras_embed.layers.ids import in_xla_context
 from keras_embed.layers.key_map import CountMinSketch
@@ -380,6 +381,15 @@ class DynamicEmbedding(keras.layers.Layer):
             "embeddings_constraint": constraints.serialize(self.embeddings_constraint),
             "seed": self.seed,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        try:
+            return super().from_config(config)
+        except TypeError as error:  # Keras's wrapping starts with the config.
+            if isinstance(error.__context__, InvalidConfigError):
+                raise error.__context__ from None
+            raise
 
     def __repr__(self):
         return (f"<DynamicEmbedding name={self.name}, capacity={self.capacity}, "
