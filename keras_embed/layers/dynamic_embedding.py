@@ -161,8 +161,15 @@ class DynamicEmbedding(keras.layers.Layer):
         self.autocast = False
         self.supports_masking = self.combiner is None and self.mask_key is not None
 
-    # Hash tables do not compile: never XLA, under jit_compile="auto" too.
-    supports_jit = False
+    @property
+    def supports_jit(self):
+        """False: hash tables do not compile, so Keras never picks XLA for
+        a model with this layer (`jit_compile="auto"` or True)."""
+        return False
+
+    @supports_jit.setter
+    def supports_jit(self, value):
+        pass  # keras.layers.Layer sets True.
 
     def build(self, input_shape=None):
         if self.built:

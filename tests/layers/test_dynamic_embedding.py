@@ -13,6 +13,7 @@ from keras_embed.layers.key_map import DELETED_KEY
 from keras_embed.layers.key_map import EMPTY_KEY
 
 from dynamic_map_model import MapModel
+from test_xla_default import pretend_gpu  # noqa: F401 (a fixture)
 
 # Keys of every kind: negative, past 2**31, the two the hash table reserves.
 KEYS = np.array([5, -3, 2**40, 2**62 + 7, EMPTY_KEY, DELETED_KEY, 0, 17, -(2**35), 99, 12, 13])
@@ -255,10 +256,15 @@ def test_fit_logs_the_step_figures(rng):
     np.testing.assert_allclose(history.history["users_missed_share"], [0.4])
 
 
-def test_jit_compile_auto_never_picks_xla():
-    model = keras.Sequential([keras.Input((2,), dtype="int64"), DynamicEmbedding(4, 2)])
-    model.compile("sgd", "mse", jit_compile="auto")
-    assert model.jit_compile is False
+def test_keras_never_picks_xla_for_it(pretend_gpu):
+    def compiled(jit_compile):
+        model = keras.Sequential([keras.Input((2,), dtype="int64"), DynamicEmbedding(4, 2)])
+        model.compile("sgd", "mse", jit_compile=jit_compile)
+        return model.jit_compile
+
+    assert compiled("auto") is False
+    with pytest.warns(UserWarning, match="Proceeding with `jit_compile=False`"):
+        assert compiled(True) is False
 
 
 def test_under_xla_the_layer_refuses_in_one_line():
