@@ -287,3 +287,36 @@ def test_repr_and_config():
     config = layer.get_config()
     again = DynamicEmbedding.from_config(config)
     assert again.get_config() == config
+
+
+def test_tensorboard_gets_the_step_figures(tmp_path):
+    inputs = keras.Input((3,), dtype="int64")
+    model = keras.Model(inputs, DynamicEmbedding(4, 2, combiner="sum", seed=0, name="users")(inputs))
+    model.compile("sgd", "mse")
+    board = keras.callbacks.TensorBoard(str(tmp_path))
+    model.fit(np.array([[1, 2, 3], [4, 5, 6]]), np.ones((2, 2)), batch_size=1, callbacks=[board], verbose=0)
+    values = {}
+    for folder, _, files in tf.io.gfile.walk(str(tmp_path / "train")):
+        for name in files:
+            for event in tf.compat.v1.train.summary_iterator(f"{folder}/{name}"):
+                for value in event.summary.value:
+                    if value.tag.startswith("epoch_"):
+                        values[value.tag] = float(tf.make_ndarray(value.tensor))
+    # The last step: keys 4, 5, 6 for 4 rows holding 1, 2, 3 (one unused).
+    assert values["epoch_users_rows_held"] == 4.0
+    assert values["epoch_users_admitted"] == 3.0
+    assert values["epoch_users_evicted"] == 2.0
+
+
+def test_mixed_precision_trains_and_keeps_the_table_in_float32(policy):
+    policy("mixed_float16")
+    inputs = keras.Input((3,), dtype="int64")
+    layer = DynamicEmbedding(4, 2, combiner="mean", seed=0, name="users")
+    model = keras.Model(inputs, keras.layers.Dense(1)(layer(inputs)))
+    model.compile(keras_embed.optimizers.LazyAdam(0.1), "mse")
+    model.fit(np.array([[1, 2, 3], [3, 4, 5]]), np.ones((2, 1)), batch_size=1, shuffle=False, verbose=0)
+    assert layer.embeddings.dtype == "float32"
+    assert layer(np.array([[1, 2, 3]])).dtype == "float16"
+    # Step 2: 4 takes the unused row 3, 5 the least recently seen row 0.
+    assert layer.vocabulary()["key"].tolist() == [5, 2, 3, 4]
+    assert np.all(np.isfinite(layer.embeddings.numpy()))
