@@ -277,13 +277,18 @@ class DynamicEmbedding(keras.layers.Layer):
         else:
             oov_rows = tf.fill(tf.shape(rows), self.capacity)
         index = tf.where(missing, oov_rows, rows)
-        vectors = tf.gather(self._embeddings.value, index)  # A row read.
+        table = self._embeddings.value  # Read by rows: a ResourceGather.
         zero = missing if self.oov == "zeros" else None
         if padding is not None:
             zero = padding if zero is None else tf.logical_or(zero, padding)
-        if zero is not None:
-            vectors = tf.where(zero[:, None], tf.zeros_like(vectors), vectors)
-        return vectors
+        if zero is None:
+            return tf.gather(table, index)
+        # Zeros are not looked up: no row of the table is in their gradient,
+        # so no optimizer touches a row (or its slots) for them.
+        kept = tf.where(tf.logical_not(zero))
+        vectors = tf.gather(table, tf.gather_nd(index, kept))
+        shape = tf.stack([tf.size(index, out_type=tf.int64), self.output_dim])
+        return tf.scatter_nd(kept, vectors, shape)
 
     def _shaped(self, vectors, keys, kind, weights, padding):
         if self.combiner is None:

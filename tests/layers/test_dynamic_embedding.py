@@ -320,3 +320,15 @@ def test_mixed_precision_trains_and_keeps_the_table_in_float32(policy):
     # Step 2: 4 takes the unused row 3, 5 the least recently seen row 0.
     assert layer.vocabulary()["key"].tolist() == [5, 2, 3, 4]
     assert np.all(np.isfinite(layer.embeddings.numpy()))
+
+
+@pytest.mark.parametrize("oov", ["learned", "zeros"])
+def test_padding_and_zero_oov_keys_touch_no_row(oov):
+    layer = DynamicEmbedding(2, 2, oov=oov, mask_key=0, seed=0)
+    with tf.GradientTape() as tape:
+        out = layer(np.array([[5, 0, 0]]), training=True)
+        loss = tf.reduce_sum(out) + tf.reduce_sum(layer(np.array([[9, 8]])))  # no rows
+    gradient = tape.gradient(loss, layer.embeddings)
+    looked_up = sorted(gradient.indices.numpy().tolist())
+    # Key 5's row 0; padding never; 9 and 8 the learned OOV row 2, or nothing.
+    assert looked_up == ([0] if oov == "zeros" else [0, 2, 2])
