@@ -25,6 +25,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_embed.layers.dynamic_embedding import DynamicEmbedding
 from keras_embed.layers.embedding import Embedding
 from keras_embed.layers.embedding_bag import EmbeddingBag
 from keras_embed.saving import layer_copy
@@ -167,13 +168,15 @@ def class_name(layer):
         return OURS
     if cls is EmbeddingBag:
         return "keras_embed.EmbeddingBag"
+    if cls is DynamicEmbedding:
+        return "keras_embed.DynamicEmbedding"
     module = cls.__module__
     if module.startswith("keras.src.") and hasattr(keras.layers, cls.__name__):
         return f"keras.layers.{cls.__name__}"
     return f"{module}.{cls.__name__}"
 
 
-def embedding_layers(model, bags=False):
+def embedding_layers(model, bags=False, dynamic=False):
     """Every embedding layer in `model`, depth first, with its path.
 
     Looks into nested models and into wrappers (`layer.layer`, and
@@ -185,13 +188,16 @@ def embedding_layers(model, bags=False):
         model: a Keras model.
         bags: whether `keras_embed.EmbeddingBag` layers count too (they hold
             a table; `swap` and `unswap` leave them as they are).
+        dynamic: whether `keras_embed.DynamicEmbedding` layers count too
+            (`swap` and `unswap` leave them as they are).
 
     Returns:
         A list of `(path, layer)`: `path` is the layer's name, prefixed by
         the names of the models and wrappers holding it
         (`"encoder/words"`).
     """
-    kinds = (keras.layers.Embedding, Embedding) + ((EmbeddingBag,) if bags else ())
+    kinds = (keras.layers.Embedding, Embedding) + ((EmbeddingBag,) if bags else ()) + (
+        (DynamicEmbedding,) if dynamic else ())
     return [(path, layer) for path, layer, _ in all_layers(model) if isinstance(layer, kinds)]
 
 

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from keras_embed.saving import load_errors, migration
+from keras_embed.layers.dynamic_embedding import DynamicEmbedding
 from keras_embed.layers.embedding import Embedding
 from keras_embed.saving import keras2
 from keras_embed.saving.keras2 import directory as keras2_directory
@@ -281,7 +282,7 @@ def convert(source, destination, to="keras_embed", force=False):
             f"{source} does not load in Keras 3, so {destination} has none "
             f"({load_errors.reason(error.__cause__)})"
         )
-    before = _embedding_layers(model, source)
+    before = _embedding_layers(model, source, dynamic=True)
     replace = migration.swap if to == "keras_embed" else migration.unswap
     with _quiet() as caught:
         new_model = replace(model)
@@ -289,7 +290,7 @@ def convert(source, destination, to="keras_embed", force=False):
         str(w.message) for w in caught
         if issubclass(w.category, migration.MigrationWarning)
     ] + notes
-    after = migration.embedding_layers(new_model, bags=True)
+    after = migration.embedding_layers(new_model, bags=True, dynamic=True)
 
     kind = ("a Keras 2 SavedModel directory" if written_by == SAVED_MODEL
             else f"a {written_by} model")
@@ -311,8 +312,8 @@ def convert(source, destination, to="keras_embed", force=False):
     return lines
 
 
-def _embedding_layers(model, path):
-    layers = migration.embedding_layers(model, bags=True)
+def _embedding_layers(model, path, dynamic=False):
+    layers = migration.embedding_layers(model, bags=True, dynamic=dynamic)
     if not layers:
         raise SavedModelError(f"{path}: the model has no embedding layers")
     return layers
@@ -399,8 +400,8 @@ def _training_summary(model):
 def _file_class_name(layer, written_by):
     """The layer's class as the file names it: a Keras 2 file's Embedding,
     read as ours, is shown as what it was."""
-    if written_by.startswith("Keras 2") and type(layer) is Embedding:
-        return "Embedding (Keras 2)"
+    if written_by.startswith("Keras 2") and type(layer) in (Embedding, DynamicEmbedding):
+        return f"{type(layer).__name__} (Keras 2)"
     return migration.class_name(layer)
 
 

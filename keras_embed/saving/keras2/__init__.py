@@ -10,6 +10,8 @@ The walk, module by module:
 - `checkpoint`: a directory's variables into the rebuilt model; `h5`: an
   `.h5` file's weights and optimizer weights;
 - `preprocessing`: what preprocessing layers learned in `adapt`;
+- `dynamic_embedding`: tf-keras's own `DynamicEmbedding`, as
+  `keras_embed.DynamicEmbedding` with its keys' rows;
 - `optimizer`: the training state (step count, slots, schedules' products,
   averages, loss scale);
 - `saved_model`: `load_keras2_model`, the public entry for directories.

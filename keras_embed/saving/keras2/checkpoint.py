@@ -27,6 +27,7 @@ import re
 
 import keras
 
+from keras_embed.saving.keras2 import dynamic_embedding as keras2_dynamic
 from keras_embed.saving.keras2.directory import Keras2SavedModelError
 
 LAYER_CHILD = re.compile(r"layer(?:_with_weights)?-(\d+)$")
@@ -167,6 +168,9 @@ def _assign_model(model, node_path, directory, checkpoint, pairs):
                 f"it has no object for layer '{layer.name}' "
                 f"({'/'.join(layer_path[1:])})",
             )
+        if keras2_dynamic.is_keras2_layer(layer, checkpoint, node):
+            keras2_dynamic.assign_from_checkpoint(layer, checkpoint, node, pairs)
+            continue
         for variable, variable_node in _pair_layer(layer, node, checkpoint):
             if id(variable) in pairs:
                 continue  # A weight shared by two layers.

@@ -22,7 +22,7 @@ Example:
 
 >>> from keras_embed.saving.keras2 import configs as keras2_configs
 >>> sorted(keras2_configs.custom_objects())
-['Embedding', 'Lambda']
+['DynamicEmbedding', 'Embedding', 'Lambda']
 """
 
 import inspect
@@ -37,7 +37,10 @@ from keras_embed.layers.embedding import Embedding
 def custom_objects(user_objects=None):
     """The custom objects a Keras 2 config is loaded with: ours, then
     `user_objects` (which win)."""
-    objects = {"Embedding": _Keras2Embedding, "Lambda": _Keras2Lambda}
+    from keras_embed.saving.keras2.dynamic_embedding import Keras2DynamicEmbedding
+
+    objects = {"Embedding": _Keras2Embedding, "Lambda": _Keras2Lambda,
+               "DynamicEmbedding": Keras2DynamicEmbedding}
     objects.update(user_objects or {})
     return objects
 

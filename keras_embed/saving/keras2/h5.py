@@ -21,6 +21,7 @@ import json
 import keras
 
 from keras_embed.saving.keras2 import configs as keras2_configs
+from keras_embed.saving.keras2 import dynamic_embedding as keras2_dynamic
 from keras_embed.saving import load_errors
 from keras_embed.saving.keras2 import optimizer as keras2_optimizer
 from keras_embed.saving.keras2 import preprocessing as keras2_preprocessing
@@ -45,12 +46,15 @@ def read_model(path, compile=True):
     with h5py.File(path, "r") as file:
         model = keras2_configs.model_from_config(json.loads(_text(file.attrs["model_config"])))
         with keras2_preprocessing.weights_without_discretization(
-                file["model_weights"]) as (model_weights, summaries):
+                file["model_weights"]) as (model_weights, summaries), keras2_dynamic.h5_weights(
+                model_weights, model) as model_weights:
             load_weights_from_hdf5_group(model_weights, model)
+        keras2_dynamic.rebuild_maps(model)
         for name, summary in summaries.items():
             keras2_preprocessing.set_discretization_summary(model.get_layer(name), summary)
+        layer_notes = keras2_dynamic.notes(model)
         if not compile:
-            return model, []
+            return model, layer_notes
         training_config = file.attrs.get("training_config")
         weights = {}
         if "optimizer_weights" in file:
@@ -58,18 +62,18 @@ def read_model(path, compile=True):
             for name in group.attrs.get("weight_names", []):
                 weights[_text(name)] = group[_text(name)][()]
     if training_config is None:
-        return model, []
+        return model, layer_notes
     try:
         arguments, notes = keras2_configs.compile_arguments(json.loads(_text(training_config)))
         model.compile(**arguments)
         keras2_configs.build_compiled(model)
     except Exception as error:  # Keras raises many kinds here.
-        return model, [
+        return model, layer_notes + [
             "its training configuration (loss, metrics, optimizer) does not "
             f"load in Keras 3, so the model is not compiled "
             f"({load_errors.reason(error)})"
         ]
-    return model, notes + assign_optimizer_state(model, weights)
+    return model, layer_notes + notes + assign_optimizer_state(model, weights)
 
 
 def _text(attribute):

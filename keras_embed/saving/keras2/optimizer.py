@@ -28,6 +28,7 @@ import re
 import keras
 import numpy as np
 
+from keras_embed.saving.keras2 import dynamic_embedding as keras2_dynamic
 from keras_embed.saving.keras2.checkpoint import LAYER_CHILD
 from keras_embed.saving.migration import build_optimizer
 
@@ -105,6 +106,7 @@ def assign(model, state):
     trainable = model.trainable_variables
     assignments = []
     for name, variable, value, keras2_name in state.slots:
+        value = keras2_dynamic.slot_value(variable, value)  # A tf-keras DynamicEmbedding's rows.
         slots = getattr(target, name, None)
         if isinstance(slots, list) and not slots and (not np.any(value) or _unread(target, name)):
             continue  # A slot Keras 3 does not keep here, and no step reads.

@@ -16,6 +16,7 @@ from keras_embed.saving.keras2 import checkpoint as keras2_checkpoint, configs a
 from keras_embed.saving.keras2 import optimizer as keras2_optimizer
 from keras_embed.saving.keras2 import preprocessing as keras2_preprocessing
 from keras_embed.saving.keras2 import directory as keras2_directory
+from keras_embed.saving.keras2 import dynamic_embedding as keras2_dynamic
 from keras_embed.saving import load_errors
 from keras_embed.saving.keras2.directory import Keras2SavedModelError
 
@@ -119,7 +120,7 @@ def read_model(path, custom_objects=None, compile=True, safe_mode=True, director
         ) from error
     pairs = keras2_checkpoint.assign_weights(model, directory, checkpoint)
     keras2_preprocessing.assign_directory_state(model, directory, checkpoint)
-    notes = []
+    notes = keras2_dynamic.notes(model)
     if compile and directory.training_config:
         try:
             arguments, dropped = keras2_configs.compile_arguments(
