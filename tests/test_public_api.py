@@ -18,8 +18,8 @@ def test_top_level_names():
     assert Embedding is Defined and issubclass(Embedding, keras.layers.Layer)
     assert (swap, unswap) == (defined_swap, defined_unswap)
     assert sorted(keras_embed.__all__) == [
-        "Embedding", "EmbeddingBag", "LookedUpRowsRegularizer", "callbacks", "load_keras2_model", "optimizers",
-        "pretrained", "swap", "unswap"]
+        "DynamicEmbedding", "Embedding", "EmbeddingBag", "LookedUpRowsRegularizer", "callbacks",
+        "load_keras2_model", "optimizers", "pretrained", "swap", "unswap"]
     from keras_embed import EmbeddingBag
     from keras_embed.layers.embedding_bag import EmbeddingBag as DefinedBag
     from keras_embed.layers.looked_up_rows import LookedUpRowsRegularizer
@@ -29,6 +29,11 @@ def test_top_level_names():
     assert keras_embed.LookedUpRowsRegularizer is LookedUpRowsRegularizer
     assert keras_embed.layers.LookedUpRowsRegularizer is LookedUpRowsRegularizer
     assert keras_embed.load_keras2_model is load_keras2_model
+    from keras_embed import DynamicEmbedding
+    from keras_embed.layers.dynamic_embedding import DynamicEmbedding as DefinedDynamic
+
+    assert DynamicEmbedding is DefinedDynamic and keras_embed.layers.DynamicEmbedding is DefinedDynamic
+    assert issubclass(DynamicEmbedding, keras.layers.Layer)
 
 
 def test_vectors_in_and_out_paths():
@@ -78,6 +83,8 @@ def test_registered_names_are_unchanged():
     assert keras.saving.get_registered_name(keras_embed.optimizers.LazyAdam) == "keras_embed>LazyAdam"
     assert keras.saving.get_registered_object("keras_embed>Embedding") is keras_embed.Embedding
     assert keras.saving.get_registered_name(keras_embed.EmbeddingBag) == "keras_embed>EmbeddingBag"
+    assert keras.saving.get_registered_name(keras_embed.DynamicEmbedding) == "keras_embed>DynamicEmbedding"
+    assert keras.saving.get_registered_object("keras_embed>DynamicEmbedding") is keras_embed.DynamicEmbedding
 
 
 def test_command_line_entry_points():

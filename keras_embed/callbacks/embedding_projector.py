@@ -3,11 +3,14 @@
 Keras 3's `keras.callbacks.TensorBoard(embeddings_freq=...)` writes a
 `.weights.h5` file that the projector cannot read, names only the first layer
 with weights, and looks at stock `Embedding` layers only. Here each table (of
-`keras_embed.Embedding`, `keras_embed.EmbeddingBag` and
-`keras.layers.Embedding` layers) goes into a
-TensorFlow checkpoint under its layer's name, with a `projector_config.pbtxt`
-and, where a vocabulary is given, a metadata file of tokens: what the
-projector plugin reads. Open it with `tensorboard --logdir LOG_DIR`,
+`keras_embed.Embedding`, `keras_embed.EmbeddingBag`,
+`keras_embed.DynamicEmbedding` and `keras.layers.Embedding` layers) goes
+into a TensorFlow checkpoint under its layer's name, with a
+`projector_config.pbtxt` and, where a vocabulary is given, a metadata file
+of tokens: what the projector plugin reads. A `DynamicEmbedding` gives only
+the rows its keys hold (`layer.vocabulary()["row"]`), labelled by their keys
+(a string key by its farmhash64 fingerprint, the `"key"` of
+`layer.vocabulary()`). Open it with `tensorboard --logdir LOG_DIR`,
 "Projector" tab (its run is `.`).
 
 Example:
@@ -28,6 +31,7 @@ import re
 import keras
 import tensorflow as tf
 
+from keras_embed.layers.dynamic_embedding import DynamicEmbedding
 from keras_embed.layers.embedding import Embedding
 from keras_embed.layers.embedding_bag import EmbeddingBag
 from keras_embed.saving import migration
@@ -37,21 +41,22 @@ CHECKPOINT_PREFIX = "embeddings.ckpt"
 # TensorFlow's checkpoint state file, which `tf.train.latest_checkpoint`
 # (and so the projector plugin) reads.
 STATE_FILE = "checkpoint"
-# The layers whose table is written: each has `embeddings` and `input_dim`.
-TABLE_LAYERS = (Embedding, EmbeddingBag, keras.layers.Embedding)
+# The layers whose table is written: each has `embeddings`; all but
+# DynamicEmbedding have `input_dim` rows, each labelled by a vocabulary's token.
+TABLE_LAYERS = (Embedding, EmbeddingBag, DynamicEmbedding, keras.layers.Embedding)
 
 
 def embedding_layers(model):
-    """The `keras_embed.Embedding`, `keras_embed.EmbeddingBag` and
-    `keras.layers.Embedding` layers of `model`, nested models and wrappers
-    included, in order, each once.
+    """The `keras_embed.Embedding`, `keras_embed.EmbeddingBag`,
+    `keras_embed.DynamicEmbedding` and `keras.layers.Embedding` layers of
+    `model`, nested models and wrappers included, in order, each once.
 
     Args:
         model: a Keras model, or a layer.
     """
     if not isinstance(model, keras.Model):
         return [model] if isinstance(model, TABLE_LAYERS) else []
-    return [layer for _, layer in migration.embedding_layers(model, bags=True)]
+    return [layer for _, layer in migration.embedding_layers(model, bags=True, dynamic=True)]
 
 
 def write_projector(log_dir, model, vocabulary=None, layers=None, step=0):
@@ -62,6 +67,12 @@ def write_projector(log_dir, model, vocabulary=None, layers=None, step=0):
     under its layer's name; older ones written here are removed),
     `log_dir/checkpoint`, `log_dir/projector_config.pbtxt` and one
     `metadata-LAYER.tsv` per layer with a vocabulary.
+
+    A `keras_embed.DynamicEmbedding` has no fixed vocabulary: its tensor is
+    the rows its keys hold, in the order of `layer.vocabulary()["row"]`
+    (the OOV rows and rows no key holds are left out), and its metadata
+    file always lists their keys, one a line (a string key as its
+    farmhash64 fingerprint, a signed int64).
 
     Example:
 
@@ -81,7 +92,8 @@ def write_projector(log_dir, model, vocabulary=None, layers=None, step=0):
         model: a Keras model, a layer or a list of layers.
         vocabulary: tokens labelling the rows: a list, a `TextVectorization`
             or `StringLookup` layer (used for each table with as many rows),
-            or a dict of layer name to one of those.
+            or a dict of layer name to one of those. Not for a
+            `DynamicEmbedding`, whose rows are labelled by their keys.
         layers: the embedding layers (or their names) to write; default:
             every embedding layer of `model`.
         step: the checkpoint's number (the callback gives the epoch).
@@ -91,8 +103,8 @@ def write_projector(log_dir, model, vocabulary=None, layers=None, step=0):
 
     Raises:
         ValueError: no embedding layer, a name that is not one, two layers
-            of one name, a vocabulary whose length is no table's rows, a
-            quantized table.
+            of one name, a vocabulary whose length is no table's rows (or
+            given for a `DynamicEmbedding`), a quantized table.
     """
     chosen = _chosen_layers(model, layers)
     labels = _labels(chosen, vocabulary)
@@ -103,13 +115,18 @@ def write_projector(log_dir, model, vocabulary=None, layers=None, step=0):
             raise ValueError(f"write_projector: {type(layer).__name__} layer "
                              f"'{layer.name}' is not built yet: it has no "
                              "table to write.")
-        if layer.quantization_mode:
+        if getattr(layer, "quantization_mode", None):
             raise ValueError(
                 f"write_projector: {type(layer).__name__} layer '{layer.name}' "
                 f"is quantized ({layer.quantization_mode}): its table holds "
                 "integer codes, not vectors. Leave it out with `layers=`.")
         names.append(layer.name)
-        tensors.append(tf.cast(tf.convert_to_tensor(layer.embeddings), "float32"))
+        table = tf.convert_to_tensor(layer.embeddings)
+        if isinstance(layer, DynamicEmbedding):
+            held = layer.vocabulary()
+            table = tf.gather(table, held["row"])
+            labels[layer.name] = [str(key) for key in held["key"].tolist()]
+        tensors.append(tf.cast(table, "float32"))
     prefix = f"{CHECKPOINT_PREFIX}-{int(step)}"
     # SaveV2 names each tensor as given (tf.train.Checkpoint would add
     # "/.ATTRIBUTES/VARIABLE_VALUE"): the projector lists them by name.
@@ -202,7 +219,8 @@ def _chosen_layers(model, layers):
         available = chosen
     if not available:
         raise ValueError("write_projector: found no embedding layer "
-                         "(keras_embed.Embedding, keras_embed.EmbeddingBag or "
+                         "(keras_embed.Embedding, keras_embed.EmbeddingBag, "
+                         "keras_embed.DynamicEmbedding or "
                          "keras.layers.Embedding).")
     names = [layer.name for layer in available]
     twice = sorted({name for name in names if names.count(name) > 1})
@@ -214,13 +232,20 @@ def _chosen_layers(model, layers):
 
 
 def _labels(layers, vocabulary):
-    """{layer name: tokens} for the layers with a vocabulary."""
+    """{layer name: tokens} for the layers with a vocabulary given
+    (`DynamicEmbedding` layers are labelled by their keys later)."""
     if vocabulary is None:
         return {}
-    rows = {layer.name: layer.input_dim for layer in layers}
+    dynamic = {layer.name for layer in layers if isinstance(layer, DynamicEmbedding)}
+    rows = {layer.name: layer.input_dim for layer in layers if layer.name not in dynamic}
     if isinstance(vocabulary, dict):
         labels = {}
         for name, tokens in vocabulary.items():
+            if name in dynamic:
+                raise ValueError(
+                    f"write_projector: a vocabulary is given for '{name}', a "
+                    "DynamicEmbedding: its rows are labelled by the keys "
+                    "holding them (layer.vocabulary()[\"key\"]). Leave it out.")
             if name not in rows:
                 raise ValueError(f"write_projector: a vocabulary is given for "
                                  f"{name!r}, which is not an embedding layer "

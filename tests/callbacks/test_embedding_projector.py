@@ -231,3 +231,54 @@ def test_a_table_inside_a_wrapper_counts():
     slots = keras.layers.TimeDistributed(keras_embed.Embedding(10, 2, name="words"), name="per_slot")
     model = keras.Model(ids, slots(ids))
     assert [layer.name for layer in embedding_layers(model)] == ["words"]
+
+
+def test_a_dynamic_table_writes_the_rows_its_keys_hold(tmp_path):
+    # ttl_steps frees keys 1 and 2 (seen in the first step only), capacity
+    # leaves rows unused, and the OOV row follows: none of them is written.
+    inputs = keras.Input((2,), dtype="int64")
+    users = keras_embed.DynamicEmbedding(8, 3, ttl_steps=2, seed=0, name="users")
+    words = keras_embed.DynamicEmbedding(4, 3, key_dtype="string", seed=0, name="words")
+    tags = keras_embed.Embedding(5, 3, name="tags")
+    tag_ids = keras.Input((2,), dtype="int32")
+    text = keras.Input((2,), dtype="string")
+    pooled = [keras.layers.GlobalAveragePooling1D()(layer(x))
+              for layer, x in ((users, inputs), (words, text), (tags, tag_ids))]
+    model = keras.Model([inputs, text, tag_ids], keras.layers.Dense(1)(keras.layers.Concatenate()(pooled)))
+    model.compile(keras_embed.optimizers.LazyAdam(0.1), "mse")
+    keys = np.array([[1, 2], [2**40, -7], [2**40, 5], [-7, 5]])
+    strings = np.array([["cat", "dog"], ["dog", "eel"], ["cat", "cat"], ["eel", "dog"]])
+    projector = EmbeddingProjector(tmp_path, vocabulary=["a", "b", "c", "d", "e"])
+    batches = tf.data.Dataset.from_tensor_slices(
+        ((keys, strings, np.ones((4, 2), "int32")), np.ones((4, 1)))).batch(1)
+    model.fit(batches, epochs=1, shuffle=False, verbose=0, callbacks=[projector])
+    held = users.vocabulary()
+    assert sorted(held["key"].tolist()) == sorted([2**40, -7, 5])  # 1 and 2 freed
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
+    np.testing.assert_array_equal(reader.get_tensor("users"), users.embeddings.numpy()[held["row"]])
+    metadata = (tmp_path / "metadata-users.tsv").read_text().splitlines()
+    assert metadata == [str(key) for key in held["key"]]
+    # String keys are labelled by their fingerprints, as vocabulary() gives them.
+    held_words = words.vocabulary()
+    fingerprints = tf.bitcast(tf.fingerprint(tf.constant(["cat", "dog", "eel"])), tf.int64).numpy()
+    assert sorted(held_words["key"].tolist()) == sorted(fingerprints.tolist())
+    np.testing.assert_array_equal(reader.get_tensor("words"), words.embeddings.numpy()[held_words["row"]])
+    metadata = (tmp_path / "metadata-words.tsv").read_text().splitlines()
+    assert metadata == [str(key) for key in held_words["key"]]
+    # Other tables are written whole, labelled by the vocabulary given.
+    np.testing.assert_array_equal(reader.get_tensor("tags"), tags.embeddings.numpy())
+    assert (tmp_path / "metadata-tags.tsv").read_text() == "a\nb\nc\nd\ne\n"
+    config = (tmp_path / "projector_config.pbtxt").read_text()
+    assert config.count("metadata_path") == 3
+    with pytest.raises(ValueError, match=r"a vocabulary is given for 'users', a DynamicEmbedding: "
+                       r"its rows are labelled by the keys"):
+        write_projector(tmp_path, model, vocabulary={"users": ["x"]})
+
+
+def test_a_dynamic_table_holding_no_key_yet_is_written_empty(tmp_path):
+    users = keras_embed.DynamicEmbedding(4, 3, name="users")
+    users.build()
+    assert write_projector(tmp_path, [users]) == ["users"]
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
+    assert reader.get_tensor("users").shape == (0, 3)
+    assert (tmp_path / "metadata-users.tsv").read_text() == ""
