@@ -192,6 +192,14 @@ class DynamicEmbedding(keras.layers.Layer):
         self._rows_used = state("rows_used", (), "int32")
         self._step = state("step", (), "int64")
         self._figures = state("figures", (len(FIGURES),), "float32")
+        # Which state the key map was built from: a random number for each
+        # layer, then + 1 for each training step. Variables assigned by any
+        # other way (a Keras 2 `.h5` file, `set_weights`) bring another one,
+        # and the next call rebuilds the map from them.
+        self._map_stamp = self.add_weight(
+            shape=(), dtype="int64", name="map_stamp", trainable=False,
+            initializer=keras.initializers.Constant(int(np.random.default_rng().integers(1, 2**62))),
+        )
         self._sketch = None
         if self.min_count > 1:
             width = self.sketch_width or max(1024, self.capacity // 4)
@@ -234,6 +242,7 @@ class DynamicEmbedding(keras.layers.Layer):
             ))
         keys, kind = self._keys(inputs)
         flat = _flat_values(keys)
+        row_admission.sync_map(self)
         if weights is not None and self.combiner in (None, "max"):
             raise complete_error(ValueError(
                 f"DynamicEmbedding layer '{self.name}': per-key weights need a "
@@ -327,6 +336,7 @@ class DynamicEmbedding(keras.layers.Layer):
         """
         keys = np.asarray(keys)
         flat, _ = self._keys(tf.reshape(tf.constant(keys), [-1]))
+        row_admission.sync_map(self)
         return self._held_rows(flat).numpy().reshape(keys.shape)
 
     def vocabulary(self):
@@ -337,6 +347,7 @@ class DynamicEmbedding(keras.layers.Layer):
             A dict of NumPy arrays: `"key"` (int64; a string key's
             fingerprint), `"row"`, `"count"`, `"last_seen"`.
         """
+        row_admission.sync_map(self)
         used = int(self._rows_used.numpy())
         rows = np.arange(used, dtype=np.int32)
         keys = self._row_keys.numpy()[:used]

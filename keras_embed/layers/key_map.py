@@ -74,6 +74,9 @@ class KeyMap(tf.Module):
         # Keys removed since the table was last cleared: its deleted markers.
         self.removed = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.most_removed = (self.buckets - capacity) // 2
+        # The owner's stamp of the state the map was built from (see
+        # DynamicEmbedding's `map_stamp`); 0: none yet.
+        self.stamp = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def lookup(self, keys):
         reserved = keys <= DELETED_KEY

@@ -113,7 +113,18 @@ def train_step_rows(layer, keys):
     layer._last_seen.value.scatter_update(tf.IndexedSlices(last, holding_rows))
     _record_figures(layer, step, admitted, evicted, rows, position)
     tf.cond(layer._key_map.needs_clearing(), lambda: rebuild_map(layer, step), lambda: tf.constant(0))
+    layer._key_map.stamp.assign(layer._map_stamp.value.assign_add(1))
     return tf.gather(rows, position)
+
+
+def sync_map(layer):
+    """Rebuilds the map if the layer's variables were assigned since it was
+    built (their stamp is not the map's)."""
+    tf.cond(
+        tf.equal(layer._map_stamp.value, layer._key_map.stamp),
+        lambda: tf.constant(0),
+        lambda: rebuild_map(layer, layer._step.value),
+    )
 
 
 def rebuild_map(layer, step):
@@ -126,6 +137,7 @@ def rebuild_map(layer, step):
         kept = step - last <= layer.ttl_steps
         rows, keys = tf.boolean_mask(rows, kept), tf.boolean_mask(keys, kept)
     layer._key_map.insert(keys, rows)
+    layer._key_map.stamp.assign(layer._map_stamp.value)
     return tf.constant(0)
 
 

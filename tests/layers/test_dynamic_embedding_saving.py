@@ -143,3 +143,23 @@ def test_an_export_serves_lookups_with_the_map_frozen(tmp_path):
     np.testing.assert_array_equal(np.asarray(wrapped(keys)), expected)
     for was, variable in zip(before, layer.weights):
         np.testing.assert_array_equal(variable.numpy(), was)
+
+
+def test_keras_legacy_h5_and_set_weights_bring_the_map_with_the_variables(tmp_path):
+    model = recommender(optimizers.LazyAdam(), capacity=10)
+    train(model, batches(2, 3))
+    layer = model.get_layer("items_table")
+    keys = batches(4, 1)[0][0]
+    path = os.path.join(tmp_path, "model.h5")
+    model.save(path)  # Keras's legacy format assigns variable by variable.
+    loaded = keras.models.load_model(path, compile=False).get_layer("items_table")
+    np.testing.assert_array_equal(loaded.lookup(held_keys(layer)), layer.lookup(held_keys(layer)))
+
+    other = recommender(optimizers.LazyAdam(), capacity=10)
+    other.set_weights(model.get_weights())
+    np.testing.assert_array_equal(other.predict(keys, verbose=0), model.predict(keys, verbose=0))
+    np.testing.assert_array_equal(other.get_layer("items_table").vocabulary()["key"], layer.vocabulary()["key"])
+
+
+def held_keys(layer):
+    return layer.vocabulary()["key"]

@@ -115,7 +115,8 @@ def layer_state(layer, embeddings, table_keys, table_counts, vocabulary):
     row_keys = np.zeros([capacity], np.int64)
     row_keys[:rows_used] = held_keys
     state = [np.asarray(embeddings)[source_rows], row_keys, counts, np.zeros([capacity], np.int32),
-             np.array(rows_used, np.int32), np.array(0, np.int64), np.zeros([4], np.float32)]
+             np.array(rows_used, np.int32), np.array(0, np.int64), np.zeros([4], np.float32),
+             np.asarray(layer._map_stamp)]
     unheld = len(set(counts_of) - set(held_keys.tolist()))
     setattr(layer, _NOTE, _note(layer, rows_used, len(within) - rows_used, len(keys) - len(within),
                                 unheld, embeddings.shape[0] - capacity))
