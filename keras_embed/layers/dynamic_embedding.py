@@ -1,6 +1,8 @@
 """`keras_embed.DynamicEmbedding`: a row of its own for each key, with no
 fixed vocabulary."""
 
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -160,6 +162,8 @@ class DynamicEmbedding(keras.layers.Layer):
         self._seed_generator = keras.random.SeedGenerator(self.seed)
         self.autocast = False
         self.supports_masking = self.combiner is None and self.mask_key is not None
+        # The rows each training step's trace looked up so far, by graph.
+        self._rows_by_graph = weakref.WeakKeyDictionary()
 
     @property
     def supports_jit(self):
@@ -207,11 +211,9 @@ class DynamicEmbedding(keras.layers.Layer):
             self._sketch = CountMinSketch(counters.value)
         with tf.init_scope():  # Built in a tf.function's trace, made eagerly.
             self._key_map = KeyMap(self.capacity)
-            # The rows given to keys in the last training step (not saved).
-            self._fresh_rows = tf.Variable(
-                tf.zeros([0], tf.int32), shape=tf.TensorShape([None]), trainable=False
-            )
-        row_admission.mark_fresh_rows(self._embeddings, self._fresh_rows)
+            # The rows given to keys whose slots no optimizer reset yet.
+            self._fresh = tf.Variable(tf.zeros([rows], tf.bool), trainable=False)
+        row_admission.mark_fresh_rows(self._embeddings, self._fresh)
         self._figure_metrics = [_Figure(self, index, name) for index, name in enumerate(FIGURES)]
         self.built = True
         mark_layer_variables(self)
@@ -252,7 +254,7 @@ class DynamicEmbedding(keras.layers.Layer):
         padding = None if self.mask_key is None else tf.equal(flat, self._mask_key_value)
         if training:
             counted = flat if padding is None else tf.boolean_mask(flat, tf.logical_not(padding))
-            counted_rows = row_admission.train_step_rows(self, counted)
+            counted_rows = self._train_step_rows(counted)
             if padding is None:
                 rows = counted_rows
             else:
@@ -262,6 +264,18 @@ class DynamicEmbedding(keras.layers.Layer):
             rows = self._held_rows(flat)
         vectors = self._vectors(flat, rows, padding)
         return tf.cast(self._shaped(vectors, keys, kind, weights, padding), self.compute_dtype)
+
+    def _train_step_rows(self, keys):
+        """The map's training step for `keys`. A layer called several times
+        in one traced training step (one table for two inputs) makes one
+        step of them: the clock advances once, and a later call never takes
+        the rows an earlier one looked up."""
+        graph = None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
+        earlier = self._rows_by_graph.get(graph) if graph is not None else None
+        rows = row_admission.train_step_rows(self, keys, earlier)
+        if graph is not None:
+            self._rows_by_graph[graph] = rows if earlier is None else tf.concat([earlier, rows], 0)
+        return rows
 
     def _keys(self, inputs):
         """The keys as int64 (string keys fingerprinted), and their kind."""
@@ -383,7 +397,7 @@ class DynamicEmbedding(keras.layers.Layer):
 
     def _rebuild_map(self):
         row_admission.rebuild_map(self, self._step.value)
-        self._fresh_rows.assign(tf.zeros([0], tf.int32))
+        self._fresh.assign(tf.zeros_like(self._fresh))
 
     def get_config(self):
         return {

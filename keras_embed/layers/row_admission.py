@@ -21,8 +21,8 @@ order of first appearance:
 5. A given row gets fresh values from the layer's initializer (drawn with
    the layer's seed generator, whose state is saved), count = the key's
    count (its sketch estimate, or its count in the batch), and every
-   optimizer of ours resets its slots for that row in the same step
-   (`fresh_rows`).
+   optimizer of ours resets its slots for that row before its next update
+   of it, in the same step (`fresh_rows`).
 6. Every key holding a row has its count raised by its count in the batch
    and `last_seen = step`.
 """
@@ -32,19 +32,21 @@ import tensorflow as tf
 _INT32_MAX = 2**31 - 1
 _NEVER = tf.int64.max
 
-# Set on a DynamicEmbedding's table: a `tf.Variable` holding the rows given
-# to new keys in the last training step, which the optimizers reset.
+# Set on a DynamicEmbedding's table: a bool `tf.Variable`, one flag per row,
+# set when the row is given to a new key and cleared by the optimizer of ours
+# that resets the row's slots, at its next update of the row (in the same
+# step, or later under gradient accumulation).
 _FRESH_ROWS = "_keras_embed_fresh_rows"
 
 
-def mark_fresh_rows(table, holder):
-    """Attaches `holder` (an int32 `tf.Variable` of any length) to `table`."""
-    setattr(table, _FRESH_ROWS, holder)
+def mark_fresh_rows(table, flags):
+    """Attaches `flags` (a bool `tf.Variable` of `table`'s rows) to `table`."""
+    setattr(table, _FRESH_ROWS, flags)
 
 
 def fresh_rows(table):
-    """The `tf.Variable` of rows of `table` given to new keys in this step,
-    or `None` for a table with no such rows (any table but
+    """The flags of the rows of `table` given to new keys and not updated
+    since, or `None` for a table with no such rows (any table but
     `DynamicEmbedding`'s)."""
     return getattr(table, _FRESH_ROWS, None)
 
@@ -61,10 +63,14 @@ def held(layer, keys, rows, step):
     return tf.logical_and(holds, step - tf.cast(last, tf.int64) <= layer.ttl_steps)
 
 
-def train_step_rows(layer, keys):
+def train_step_rows(layer, keys, earlier=None):
     """Updates `layer`'s map for a training batch of int64 `keys` (flat,
-    padding left out) and returns each key's row (-1: none)."""
-    step = layer._step.value.assign_add(1)
+    padding left out) and returns each key's row (-1: none). `earlier`: the
+    rows the step's earlier calls looked up, or `None` for its first call."""
+    if earlier is None:
+        step = layer._step.value.assign_add(1)
+    else:  # Another call of the same step: same clock, their rows kept.
+        step = tf.identity(layer._step.value)
     unique, position, counts = tf.unique_with_counts(keys, out_idx=tf.int32)
     counts = tf.cast(counts, tf.int64)
     rows = layer._key_map.lookup(unique)
@@ -81,6 +87,8 @@ def train_step_rows(layer, keys):
     else:
         start_counts = waiting_counts
     taken_rows = tf.boolean_mask(rows, holds)
+    if earlier is not None:
+        taken_rows = tf.unique(tf.concat([taken_rows, tf.boolean_mask(earlier, earlier >= 0)], 0))[0]
     given, unused = _give_rows(layer, waiting_keys, taken_rows, step)
     admitted = tf.shape(given)[0]
     new_keys = waiting_keys[:admitted]
@@ -98,7 +106,7 @@ def train_step_rows(layer, keys):
     table = layer._embeddings.value
     fresh = tf.cast(layer._fresh_values(admitted), table.dtype)
     table.scatter_update(tf.IndexedSlices(fresh, given))
-    layer._fresh_rows.assign(given)
+    layer._fresh.scatter_update(tf.IndexedSlices(tf.ones_like(given, tf.bool), given))
     rows = tf.tensor_scatter_nd_update(rows, waiting[:admitted, None], given)
     # Counts and clocks of every key holding a row now.
     holding = tf.where(rows >= 0)[:, 0]

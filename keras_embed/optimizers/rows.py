@@ -155,17 +155,23 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
             slots.setdefault(id(variable), []).append((slot, keras.initializers.get(initializer)))
         return slot
 
-    def _reset_fresh_rows(self, variable):
-        """Sets the slots' rows that a DynamicEmbedding gave to new keys in
-        this step to their initial values: a new key never inherits an old
-        key's state."""
+    def _reset_fresh_rows(self, variable, gradient):
+        """Sets the slots' rows that a DynamicEmbedding gave to new keys, of
+        those in `gradient`, to their initial values, before their update:
+        a new key never inherits an old key's state."""
         slots = getattr(self, "_slots_to_reset", {}).get(id(variable), ())
         if not slots:
             return
-        rows = tf.identity(fresh_rows(variable))
+        flags = fresh_rows(variable)
+        if isinstance(gradient, tf.IndexedSlices):
+            candidates = tf.unique(gradient.indices)[0]
+        else:
+            candidates = tf.range(variable.shape[0])
+        rows = tf.boolean_mask(candidates, tf.gather(flags, candidates))
         for slot, initializer in slots:
             shape = tf.concat([tf.shape(rows), slot.shape[1:]], 0)
             self.assign(slot, tf.IndexedSlices(initializer(shape, dtype=slot.dtype), rows))
+        flags.scatter_update(tf.IndexedSlices(tf.zeros_like(rows, tf.bool), rows))
 
     def apply(self, grads, trainable_variables=None):
         """Applies `grads` (dense tensors or `tf.IndexedSlices`) to the
@@ -225,7 +231,7 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         """Updates `variable` and its slots for one (dense or sparse) gradient."""
         index = self._get_variable_index(variable)
-        self._reset_fresh_rows(self._trainable_variables[index])
+        self._reset_fresh_rows(self._trainable_variables[index], gradient)
         # A 16-bit variable is updated in float32 (see LOW_PRECISION); a
         # scalar one (no rows) in its own dtype, as Keras updates it.
         dtype = arithmetic_dtype(variable.dtype) if variable.shape else variable.dtype

@@ -19,6 +19,7 @@ class MapModel:
         self.last = {}  # row -> last step seen
         self.waiting = {}  # key holding no row -> times seen
         self.used = 0
+        self.fresh = set()  # rows given to keys (no optimizer resets them here)
 
     def _holds(self, key, step):
         row = self.row_of.get(key)
@@ -72,7 +73,7 @@ class MapModel:
                 self.count[row] += counts[key]
                 self.last[row] = step
         rows = {**holding, **given}
-        self.given = list(given.values())
+        self.fresh |= set(given.values())
         return np.array([rows.get(key, -1) if key != self.mask_key else -1 for key in keys])
 
     def _priority(self, row, step):

@@ -59,3 +59,36 @@ def test_a_stock_optimizer_trains_the_layer_but_keeps_the_old_slots():
     taken_over, _ = slots_after([7, 7, 7, 8], lambda: keras.optimizers.Adam(0.1))
     fresh, _ = slots_after([8], lambda: keras.optimizers.Adam(0.1))
     assert not np.array_equal(taken_over[0], fresh[0])  # documented in recommenders.md
+
+
+def test_under_gradient_accumulation_the_row_is_reset_at_its_next_update():
+    def momentum_after(key_batches):
+        keys = keras.Input((1,), dtype="int64")
+        layer = DynamicEmbedding(1, 2, combiner="sum", embeddings_initializer=keras.initializers.Constant(0.3))
+        model = keras.Model(keys, layer(keys))
+        model.compile(optimizers.LazyAdam(0.1, gradient_accumulation_steps=2), "mse")
+        for batch in key_batches:
+            model.fit(np.array(batch), np.ones((2, 2)), batch_size=1, shuffle=False, verbose=0)
+        return [np.asarray(v)[0] for v in model.optimizer.variables if tuple(v.shape) == (2, 2)]
+
+    # Key 2 takes key 1's row at the first of two accumulated steps.
+    for got, expected in zip(momentum_after([[[1], [1]], [[2], [2]]]), momentum_after([[[2], [2]]])):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_one_table_for_two_inputs_is_one_step():
+    layer = DynamicEmbedding(2, 2, seed=0)
+
+    @tf.function
+    def step(a, b):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(a, training=True)) + 10 * tf.reduce_sum(layer(b, training=True))
+        return tape.gradient(loss, layer.embeddings)
+
+    gradient = step(tf.constant([[1, 2]], tf.int64), tf.constant([[3]], tf.int64))
+    # Key 3 finds no row: both are key 1's and key 2's in this step, so it
+    # takes the OOV row 2, and the clock advanced once.
+    assert layer.lookup([1, 2, 3]).tolist() == [0, 1, -1]
+    assert int(layer._step.numpy()) == 1
+    assert sorted(zip(gradient.indices.numpy().tolist(), gradient.values.numpy()[:, 0].tolist())) == [
+        (0, 1.0), (1, 1.0), (2, 10.0)]
