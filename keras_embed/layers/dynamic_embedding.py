@@ -87,11 +87,12 @@ class DynamicEmbedding(keras.layers.Layer):
             get (see above).
         num_oov_buckets: Integer: the OOV rows for `oov="buckets"`.
         min_count: Integer >= 1: a key gets a row once seen this many times
-            in training. Keys holding no row are counted in a count-min
-            sketch of `4 * sketch_width` int32 counters (with
-            `min_count > 1`): a count is never under the true one, and over
-            it by more than `e / sketch_width` of all counts with
-            probability under 2%.
+            in training, recently. With `min_count > 1`, keys holding no row
+            are counted in a count-min sketch of `4 * sketch_width` int32
+            counters, all halved each time `sketch_width` sightings were
+            counted: a count is never under the key's recent count, and over
+            it by more than 2e (5.4) with probability under 2%. A larger
+            width remembers sightings longer.
         eviction: `"lru"` (the default) or `"lfu"`.
         ttl_steps: Optional integer >= 1: a row not seen for this many
             training steps is freed (its key holds no row).
@@ -208,7 +209,8 @@ class DynamicEmbedding(keras.layers.Layer):
         if self.min_count > 1:
             width = self.sketch_width or max(1024, self.capacity // 4)
             counters = state("sketch", (4, width), "int32")
-            self._sketch = CountMinSketch(counters.value)
+            added = state("sketch_added", (), "int64")
+            self._sketch = CountMinSketch(counters.value, added.value)
         with tf.init_scope():  # Built in a tf.function's trace, made eagerly.
             self._key_map = KeyMap(self.capacity)
             # The rows given to keys whose slots no optimizer reset yet.
@@ -350,6 +352,7 @@ class DynamicEmbedding(keras.layers.Layer):
         """
         keys = np.asarray(keys)
         flat, _ = self._keys(tf.reshape(tf.constant(keys), [-1]))
+        self.build()
         row_admission.sync_map(self)
         return self._held_rows(flat).numpy().reshape(keys.shape)
 
@@ -361,6 +364,7 @@ class DynamicEmbedding(keras.layers.Layer):
             A dict of NumPy arrays: `"key"` (int64; a string key's
             fingerprint), `"row"`, `"count"`, `"last_seen"`.
         """
+        self.build()
         row_admission.sync_map(self)
         used = int(self._rows_used.numpy())
         rows = np.arange(used, dtype=np.int32)

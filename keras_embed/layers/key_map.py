@@ -14,10 +14,9 @@ key -> row map, and the sketch that counts keys holding no row yet.
   MutableDenseHashTable lookup", after 3 evictions in a table of 8
   buckets). `KeyMap` counts removals, and its owner rebuilds it (`clear`,
   then `insert`) before they fill half the buckets the keys leave free.
-- `CountMinSketch`: `depth` rows of `width` int32 counters. A key's estimate
-  is the least of its `depth` counters: never below its true count, and
-  above it by more than `e / width` times the sketch's total count with
-  probability at most `exp(-depth)`.
+- `CountMinSketch`: `depth` rows of `width` int32 counters, halved every
+  `width` sightings. A key's estimate is the least of its `depth` counters:
+  never below its recent count.
 
 Example:
 
@@ -128,17 +127,25 @@ class KeyMap(tf.Module):
 
 
 class CountMinSketch:
-    """Counts of int64 keys in bounded memory: `depth * width` int32.
+    """Recent counts of int64 keys in bounded memory: `depth * width` int32.
 
     A key's counters are `(a + i * b) mod width` for `i < depth`, `a` and `b`
     the halves of its fingerprint (Kirsch and Mitzenmacher's double hashing).
+    Every counter is halved each time `width` sightings have been added
+    since the last halving (TinyLFU's aging): an estimate then exceeds the
+    true recent count by more than `e` with probability at most
+    `exp(-depth)`, and a sketch that is never emptied does not come to admit
+    every key.
 
     Args:
         counters: a `(depth, width)` int32 variable, zeros at first.
+        added: an int64 scalar variable: sightings added since the last
+            halving.
     """
 
-    def __init__(self, counters):
+    def __init__(self, counters, added):
         self.counters = counters
+        self.added = added
         self.depth, self.width = counters.shape
 
     def _cells(self, keys):
@@ -152,15 +159,24 @@ class CountMinSketch:
         return tf.stack([depth_index, columns], axis=-1)  # (depth, n, 2)
 
     def add(self, keys, counts):
-        """Adds `counts` to `keys`' counters; returns their new estimates."""
+        """Adds `counts` to `keys`' counters; returns their estimates, then
+        halves every counter if `width` sightings were added since the last
+        halving."""
         cells = self._cells(keys)
-        counts = tf.broadcast_to(tf.cast(counts, tf.int32)[None, :], tf.shape(cells)[:2])
-        self.counters.scatter_nd_add(cells, counts)
-        return tf.reduce_min(tf.gather_nd(self.counters, cells), axis=0)
+        counts = tf.cast(counts, tf.int32)
+        # Conservative update: each counter rises only to the key's new
+        # estimate, not by the count: far fewer counters grow, and keys seen
+        # once are far less often counted twice.
+        raised = tf.reduce_min(tf.gather_nd(self.counters, cells), axis=0) + counts
+        self.counters.scatter_nd_max(cells, tf.broadcast_to(raised[None, :], tf.shape(cells)[:2]))
+        estimates = tf.reduce_min(tf.gather_nd(self.counters, cells), axis=0)
+        added = self.added.assign_add(tf.reduce_sum(tf.cast(counts, tf.int64)))
 
-    @staticmethod
-    def error_bound(width, depth):
-        """(e / width, exp(-depth)): an estimate exceeds the true count by
-        more than the first times the total count with at most the second's
-        probability."""
-        return math.e / width, math.exp(-depth)
+        def halve():
+            with tf.control_dependencies([estimates]):
+                self.counters.assign(self.counters // 2)
+                self.added.assign(added % self.width)
+            return tf.constant(0)
+
+        tf.cond(added >= self.width, halve, lambda: tf.constant(0))
+        return estimates

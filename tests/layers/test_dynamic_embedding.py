@@ -332,3 +332,29 @@ def test_padding_and_zero_oov_keys_touch_no_row(oov):
     looked_up = sorted(gradient.indices.numpy().tolist())
     # Key 5's row 0; padding never; 9 and 8 the learned OOV row 2, or nothing.
     assert looked_up == ([0] if oov == "zeros" else [0, 2, 2])
+
+
+def test_min_count_keeps_filtering_one_off_keys_as_the_stream_goes_on():
+    layer = DynamicEmbedding(100_000, 1, min_count=2, sketch_width=1024, seed=0)
+    rng = np.random.default_rng(0)
+    admitted_share = []
+    for window in range(8):  # 8 windows of 1280 keys never seen before
+        keys = rng.integers(0, 2**62, size=(10, 128))
+        before = len(layer.vocabulary()["key"])
+        for batch in keys:
+            layer(batch[None, :], training=True)
+        admitted_share.append((len(layer.vocabulary()["key"]) - before) / keys.size)
+    # A one-off key is admitted only where its counters collide with others'
+    # enough; the share stays low instead of growing to every key.
+    assert max(admitted_share) < 0.1, admitted_share
+    # And a key seen twice among recent sightings is admitted.
+    layer(np.array([[7, 7]]), training=True)
+    assert layer.lookup([7]).tolist() != [-1]
+
+
+def test_the_sketch_halves_its_counters_every_width_sightings():
+    layer = DynamicEmbedding(10, 1, min_count=5, sketch_width=8, seed=0)
+    layer(np.array([[3, 3, 3]]), training=True)  # 3 sightings: 3 counted
+    layer(np.array([[4, 4, 4, 4, 4, 4]]), training=True)  # 9 >= 8: halved after
+    layer(np.array([[3, 3]]), training=True)  # 3 // 2 + 2 = 3 < 5: no row
+    assert layer.lookup([3, 4]).tolist() == [-1, 0]
