@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_embed.layers.bag_reductions import COMBINERS
+from keras_embed.layers.bag_reductions import by_segments
 from keras_embed.layers.config_checks import is_integer
 from keras_embed.layers.errors import InvalidConfigError
 from keras_embed.layers.errors import complete_error
@@ -205,6 +206,29 @@ def _key_dtype_error(layer_name, key_dtype, dtype):
         f"{key_dtype!r}: its keys must be {wanted}. Received: keys of dtype "
         f"{dtype.name}."
     ))
+
+
+def flat_values(keys):
+    """The keys of a dense, ragged or sparse tensor, flat."""
+    if isinstance(keys, tf.RaggedTensor):
+        return keys.flat_values
+    if isinstance(keys, tf.SparseTensor):
+        return keys.values
+    return tf.reshape(keys, [-1])
+
+
+def shaped(vectors, keys, kind, output_dim, combiner, weights, padding, layer_name):
+    """The flat keys' `vectors` as the layer's output: in the keys' shape,
+    or combined into one vector per bag (`EmbeddingBag`'s reductions),
+    `padding` left out."""
+    if combiner is None:
+        return reshaped(vectors, keys, kind, output_dim)
+    bag_of, bags, shape = bags_of(keys, kind, layer_name)
+    if weights is not None:
+        weights = flat_weights(weights, keys, kind, vectors.dtype, layer_name)
+    present = None if padding is None else tf.logical_not(padding)
+    combined = by_segments(combiner, vectors, bag_of, bags, weights, present, True, False)
+    return tf.reshape(combined, tf.concat([shape, [output_dim]], 0))
 
 
 def reshaped(vectors, keys, kind, output_dim):

@@ -12,7 +12,6 @@ from keras import regularizers
 
 from keras_embed.layers import dynamic_config
 from keras_embed.layers import row_admission
-from keras_embed.layers.bag_reductions import by_segments
 from keras_embed.layers.errors import InvalidConfigError
 from keras_embed.layers.errors import complete_error
 from keras_embed.layers.ids import in_xla_context
@@ -22,9 +21,6 @@ from keras_embed.layers.key_map import buckets_of
 from keras_embed.layers.key_map import fingerprints
 from keras_embed.layers.table_reads import mark_layer_variables
 from keras_embed.layers.table_reads import mark_updated_by_rows
-
-FIGURES = ("rows_held", "admitted", "evicted", "missed_share")
-
 
 @keras.saving.register_keras_serializable(package="keras_embed")
 class DynamicEmbedding(keras.layers.Layer):
@@ -196,7 +192,7 @@ class DynamicEmbedding(keras.layers.Layer):
         self._last_seen = state("last_seen", (self.capacity,), "int32")
         self._rows_used = state("rows_used", (), "int32")
         self._step = state("step", (), "int64")
-        self._figures = state("figures", (len(FIGURES),), "float32")
+        self._figures = state("figures", (len(row_admission.FIGURES),), "float32")
         # Which state the key map was built from: a random number for each
         # layer, then + 1 for each training step. Variables assigned by any
         # other way (a Keras 2 `.h5` file, `set_weights`) bring another one,
@@ -216,7 +212,9 @@ class DynamicEmbedding(keras.layers.Layer):
             # The rows given to keys whose slots no optimizer reset yet.
             self._fresh = tf.Variable(tf.zeros([rows], tf.bool), trainable=False)
         row_admission.mark_fresh_rows(self._embeddings, self._fresh)
-        self._figure_metrics = [_Figure(self, index, name) for index, name in enumerate(FIGURES)]
+        self._figure_metrics = [
+            row_admission.StepFigure(self, index, name) for index, name in enumerate(row_admission.FIGURES)
+        ]
         self.built = True
         mark_layer_variables(self)
         mark_updated_by_rows(self._embeddings)  # Rows are written every step.
@@ -245,7 +243,7 @@ class DynamicEmbedding(keras.layers.Layer):
                 "jit_compile=False (Keras's \"auto\" never picks XLA for it)."
             ))
         keys, kind = self._keys(inputs)
-        flat = _flat_values(keys)
+        flat = dynamic_config.flat_values(keys)
         row_admission.sync_map(self)
         if weights is not None and self.combiner in (None, "max"):
             raise complete_error(ValueError(
@@ -265,7 +263,9 @@ class DynamicEmbedding(keras.layers.Layer):
         else:
             rows = self._held_rows(flat)
         vectors = self._vectors(flat, rows, padding)
-        return tf.cast(self._shaped(vectors, keys, kind, weights, padding), self.compute_dtype)
+        outputs = dynamic_config.shaped(vectors, keys, kind, self.output_dim, self.combiner,
+                                        weights, padding, self.name)
+        return tf.cast(outputs, self.compute_dtype)
 
     def _train_step_rows(self, keys):
         """The map's training step for `keys`. A layer called several times
@@ -314,16 +314,6 @@ class DynamicEmbedding(keras.layers.Layer):
         vectors = tf.gather(table, tf.gather_nd(index, kept))
         shape = tf.stack([tf.size(index, out_type=tf.int64), self.output_dim])
         return tf.scatter_nd(kept, vectors, shape)
-
-    def _shaped(self, vectors, keys, kind, weights, padding):
-        if self.combiner is None:
-            return dynamic_config.reshaped(vectors, keys, kind, self.output_dim)
-        bag_of, bags, shape = dynamic_config.bags_of(keys, kind, self.name)
-        if weights is not None:
-            weights = dynamic_config.flat_weights(weights, keys, kind, vectors.dtype, self.name)
-        present = None if padding is None else tf.logical_not(padding)
-        combined = by_segments(self.combiner, vectors, bag_of, bags, weights, present, True, False)
-        return tf.reshape(combined, tf.concat([shape, [self.output_dim]], 0))
 
     def compute_mask(self, inputs, mask=None):
         if not self.supports_masking:
@@ -436,28 +426,3 @@ class DynamicEmbedding(keras.layers.Layer):
         return (f"<DynamicEmbedding name={self.name}, capacity={self.capacity}, "
                 f"output_dim={self.output_dim}, key_dtype={self.key_dtype!r}, "
                 f"eviction={self.eviction!r}>")
-
-
-class _Figure(keras.metrics.Metric):
-    """One of a DynamicEmbedding's step figures, read from the layer."""
-
-    def __init__(self, layer, index, figure):
-        super().__init__(name=f"{layer.name}_{figure}")
-        self._read = lambda: layer._figures.value[index]
-
-    def update_state(self, *args, **kwargs):
-        pass
-
-    def result(self):
-        return self._read()
-
-    def reset_state(self):
-        pass
-
-
-def _flat_values(keys):
-    if isinstance(keys, tf.RaggedTensor):
-        return keys.flat_values
-    if isinstance(keys, tf.SparseTensor):
-        return keys.values
-    return tf.reshape(keys, [-1])

@@ -27,7 +27,13 @@ order of first appearance:
    and `last_seen = step`.
 """
 
+import keras
 import tensorflow as tf
+
+# The figures of the last training step, in `fit`'s logs as
+# `<layer name>_<figure>`: rows held, keys admitted, rows taken from keys
+# (evicted), and the share of the step's lookups that found no row.
+FIGURES = ("rows_held", "admitted", "evicted", "missed_share")
 
 _INT32_MAX = 2**31 - 1
 _NEVER = tf.int64.max
@@ -202,3 +208,21 @@ def _record_figures(layer, step, admitted, evicted, rows, position):
         tf.cast(rows_held, tf.float32), tf.cast(admitted, tf.float32),
         tf.cast(evicted, tf.float32), missed / lookups,
     ]))
+
+
+class StepFigure(keras.metrics.Metric):
+    """One of `FIGURES`, read from the layer: a Keras metric, so that
+    `fit` logs it, with no state of its own to reset."""
+
+    def __init__(self, layer, index, figure):
+        super().__init__(name=f"{layer.name}_{figure}")
+        self._read = lambda: layer._figures.value[index]
+
+    def update_state(self, *args, **kwargs):
+        pass
+
+    def result(self):
+        return self._read()
+
+    def reset_state(self):
+        pass
