@@ -34,7 +34,7 @@ import threading
 
 PROG = "keras-embed"
 # keras_embed.tools.benchmark.SECTIONS, written out: --help imports no TensorFlow.
-BENCH_SECTIONS = ("lookup", "training", "optimizers", "bags")
+BENCH_SECTIONS = ("lookup", "training", "optimizers", "bags", "dynamic")
 
 
 def parser():

@@ -22,6 +22,11 @@ so that a machine shared with other work slows them alike; figures are medians.
 - Optimizers (`keras_embed.tools.benchmark_optimizers`): each of
   `keras_embed.optimizers` against the same Keras optimizer on the stock
   layer and against `LazyAdam`, at V = 100K, 1M and 10M.
+- `DynamicEmbedding` (`keras_embed.tools.dynamic_benchmark`): its training
+  step (LazyAdam) and forward pass on a stream of Zipf-distributed int64
+  keys, full and evicting, against `Embedding` -> GlobalAveragePooling1D and
+  `EmbeddingBag` on the same keys mapped to rows first; and its memory
+  beyond the table, per row, measured in a fresh process and computed.
 
 Ids are uniform at random: few repeats, the hardest case for `LazyAdam`.
 
@@ -48,6 +53,7 @@ import numpy as np
 from keras_embed.tools.bag_benchmark import BAG_CANDIDATES  # noqa: F401 (re-exported)
 from keras_embed.tools.bag_benchmark import measure_bags
 from keras_embed.tools import benchmark_optimizers
+from keras_embed.tools import dynamic_benchmark
 from keras_embed.tools.benchmark_floors import floors
 from keras_embed.tools.benchmark_report import format_floors
 from keras_embed.tools.benchmark_report import format_tables
@@ -76,6 +82,12 @@ FULL = {
     "bag_repeats": 15,
     "optimizer_rows": (100_000, 1_000_000, 10_000_000),
     "optimizer_repeats": {100_000: 15, 1_000_000: 15, 10_000_000: 5},
+    # DynamicEmbedding: keys Zipf(exponent) over key_space values; warm-up
+    # batches until full and evicting (at most max_warm_batches), then
+    # steady_steps timed alone, then repeats interleaved rounds.
+    "dynamic": {"capacities": (1_000_000,), "width": 64, "key_space": 10**8,
+                "zipf_exponent": 1.1, "repeats": 21, "max_warm_batches": 400,
+                "steady_steps": 80},
 }
 QUICK = {
     "lookup_rows": (10_000, 100_000),
@@ -87,9 +99,12 @@ QUICK = {
     "bag_repeats": 5,
     "optimizer_rows": (10_000, 100_000),
     "optimizer_repeats": {10_000: 5, 100_000: 5},
+    "dynamic": {"capacities": (100_000,), "width": 64, "key_space": 10**8,
+                "zipf_exponent": 1.1, "repeats": 5, "max_warm_batches": 60,
+                "steady_steps": 10},
 }
 GIB = 2**30
-SECTIONS = ("lookup", "training", "optimizers", "bags")
+SECTIONS = ("lookup", "training", "optimizers", "bags", "dynamic")
 
 
 def main(argv=None):
@@ -184,12 +199,29 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
         progress(f"[bags {number}/{len(bag_shapes)}] "
                  "B={:,} L={} D={} V={:,} padding {:.0%}: ".format(*shape)
                  + _medians(result))
+    results["dynamic"] = []
+    dynamic = settings["dynamic"]
+    capacities = dynamic["capacities"] if "dynamic" in sections else ()
+    for number, capacity in enumerate(capacities, 1):
+        result = dynamic_benchmark.measure_dynamic(
+            capacity, dynamic["width"], dynamic["key_space"], dynamic["zipf_exponent"],
+            dynamic["repeats"], dynamic["max_warm_batches"], dynamic["steady_steps"],
+            rng, BATCH, LENGTH,
+        )
+        results["dynamic"].append(result)
+        progress(f"[dynamic {number}/{len(capacities)}] capacity={capacity:,}: training "
+                 + _medians({"median_s": result["train_median_s"]}) + "; forward "
+                 + _medians({"median_s": result["forward_median_s"]})
+                 + f"; {result['memory']['resident_bytes_per_row']:.1f} bytes a row beyond "
+                 "the table (resident)")
     results["seconds"] = time.perf_counter() - started
     tables = format_tables(results)
     if not (results["lookup"] or results["training"] or results["bags"]):
         tables = tables.split("\n")[0]  # the machine line only
     if results["optimizers"]:
         tables += "\n\n" + benchmark_optimizers.format_optimizer_tables(results)
+    if results["dynamic"]:
+        tables += "\n\n" + dynamic_benchmark.format_dynamic_tables(results)
     print(tables, flush=True)
     if output is not None:
         os.makedirs(output, exist_ok=True)

@@ -6,6 +6,7 @@ missed; `keras-embed bench`, a user's tool, prints results only.
 """
 
 from keras_embed.tools import benchmark_optimizers
+from keras_embed.tools import dynamic_benchmark
 from keras_embed.tools.benchmark_report import RAW_GATHER_FLOOR
 
 
@@ -49,4 +50,5 @@ def floors(results):
         checks += benchmark_optimizers.floors(
             results["optimizers"], results["bandwidth"]["copy_gb_per_s"]
         )
+    checks += dynamic_benchmark.floors(results.get("dynamic", []))
     return checks

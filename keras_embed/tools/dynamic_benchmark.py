@@ -23,12 +23,17 @@ batches:
   earlier in this one would hide growth), the process's resident memory
   (`/proc/self/statm`) before and after building and filling a
   `DynamicEmbedding`, less the table's `(capacity + 1) x D x 4` bytes, per
-  row; TensorFlow's allocator's own count where it keeps one; and the figure
-  computed from the layer's structures: hash-table buckets (12 bytes each)
-  plus `row_keys`, `counts` and `last_seen` (8 + 4 + 4 bytes a row), plus
-  the count-min sketch's `4 * width * 4` bytes with `min_count > 1`. The
-  table is initialized with zeros there, so that drawing it leaves no
-  temporaries behind to be counted as the layer's.
+  row; how much TensorFlow's allocator's count of what is held grew while
+  training (where it keeps one); and the figure computed from the layer's
+  structures: hash-table buckets (12 bytes each) plus `row_keys`, `counts`
+  and `last_seen` (8 + 4 + 4 bytes a row), plus the count-min sketch's
+  `4 * width * 4` bytes with `min_count > 1`. The table is initialized with
+  zeros there, so that drawing it leaves no temporaries behind to be
+  counted as the layer's.
+
+Beside the interleaved steps, `steady_steps` training steps of
+`DynamicEmbedding` alone, one after another, each timed: their mean counts
+the steps that rebuild its key map.
 """
 
 import gc
@@ -76,10 +81,13 @@ def zipf_keys(rng, exponent, key_space, batch, length):
     return (ranks.astype(np.uint64) * SPREAD).view(np.int64).reshape(batch, length)
 
 
-def computed_bytes_per_row(capacity, min_count=1, sketch_width=None):
+def computed_bytes_per_row(capacity, min_count=1, sketch_width=None, buckets=None):
     """Bytes a row of `DynamicEmbedding` holds beyond its table row, from its
-    structures: `(buckets, bytes per row)`."""
-    buckets = 2 ** math.ceil(math.log2(capacity / MAX_LOAD + 1))
+    structures: hash-table buckets (by default as many as the map makes for
+    `capacity`), `row_keys`, `counts`, `last_seen`, and the sketch with
+    `min_count > 1`. Returns `(buckets, bytes per row)`."""
+    if buckets is None:  # As `keras_embed.layers.key_map.KeyMap` sizes its table.
+        buckets = 2 ** math.ceil(math.log2(max(capacity / MAX_LOAD + 1, capacity + 64)))
     total = buckets * BUCKET_BYTES + capacity * (8 + 4 + 4)
     if min_count > 1:
         width = sketch_width or max(1024, capacity // 4)
@@ -92,46 +100,81 @@ def _resident_bytes():
         return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure_memory(capacity, width, key_space, exponent, seed, batch, length,
-                   max_batches):
-    """Memory of a `DynamicEmbedding` beyond its table, measured in this
-    process: built, then trained (its own calls with `training=True`, no
-    optimizer) on fresh batches until full and evicting."""
+def _fill(layer, rng, exponent, key_space, batch, length, max_batches):
+    """Trains `layer` alone (its calls with `training=True`) on fresh
+    batches until it is full and has evicted in `STEADY_STEPS` steps:
+    `(batches, whether it evicted)`."""
     import tensorflow as tf
 
-    import keras_embed
-
-    rng = np.random.default_rng(seed)
-    gc.collect()
-    before = _resident_bytes()
-    current_before, _ = allocated()
-    layer = keras_embed.DynamicEmbedding(capacity, width, combiner="mean",
-                                         embeddings_initializer="zeros")
-    layer.build((batch, length))
-    built = _resident_bytes()
     admit = tf.function(lambda keys: layer(keys, training=True), autograph=False)
     batches, evicted_steps = 0, 0
     while batches < max_batches and evicted_steps < STEADY_STEPS:
         admit(tf.constant(zipf_keys(rng, exponent, key_space, batch, length)))
         batches += 1
         evicted_steps += _figures(layer)["evicted"] > 0
+    return batches, evicted_steps > 0
+
+
+def measure_memory(capacity, width, key_space, exponent, seed, batch, length,
+                   max_batches):
+    """Memory of a `DynamicEmbedding` beyond its table, measured in this
+    process (a fresh one: see `measure_memory_in_fresh_process`).
+
+    A small layer is built and filled first, so that what any first run
+    allocates once (kernels, thread pools, traces) is not counted; then the
+    process's resident memory and TensorFlow's allocator's count are read
+    before and after building a `DynamicEmbedding(capacity, width)` (its
+    table zeros: drawing random values leaves temporaries behind) and
+    training it alone until it is full and evicting.
+    """
+    import tensorflow as tf
+
+    import keras_embed
+
+    rng = np.random.default_rng(seed)
+
+    def layer_of(rows):
+        return keras_embed.DynamicEmbedding(rows, width, combiner="mean",
+                                            embeddings_initializer="zeros")
+
+    small = layer_of(1000)
+    _fill(small, rng, exponent, key_space, batch, length, max_batches)
+    del small
+    gc.collect()
+    before = _resident_bytes()
+    layer = layer_of(capacity)
+    layer.build((batch, length))
+    built = _resident_bytes()
+    held_built, _ = allocated(reset=True)
+    batches, evicting = _fill(layer, rng, exponent, key_space, batch, length, max_batches)
     gc.collect()
     after = _resident_bytes()
-    current_after, _ = allocated()
+    held_after, peak = allocated()
     table_bytes = layer.embeddings.shape[0] * width * 4
-    buckets, computed = computed_bytes_per_row(capacity)
-    held_buckets = int(layer._key_map.table.export()[0].shape[0])
-    _, with_sketch = computed_bytes_per_row(capacity, min_count=2)
+    buckets = int(layer._key_map.table.export()[0].shape[0])
+    # What the layer's own variables hold, beside its table and the map's
+    # buckets: row_keys, counts, last_seen (and the small ones).
+    variables = [v for v in layer.weights if v is not layer.embeddings]
+    state_bytes = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+    _, computed = computed_bytes_per_row(capacity, buckets=buckets)
+    _, with_sketch = computed_bytes_per_row(capacity, min_count=2, buckets=buckets)
     return {
         "capacity": capacity, "width": width, "fill_batches": batches,
-        "rows_held": int(_figures(layer)["rows_held"]),
-        "evicting": evicted_steps > 0, "table_bytes": table_bytes,
+        "rows_held": int(_figures(layer)["rows_held"]), "evicting": evicting,
+        "table_bytes": table_bytes,
         "resident_before": before, "resident_built": built, "resident_after": after,
         "resident_bytes_per_row": (after - before - table_bytes) / capacity,
         "resident_built_bytes_per_row": (built - before - table_bytes) / capacity,
-        "allocator_bytes_per_row":
-            (current_after - current_before - table_bytes) / capacity,
-        "buckets": buckets, "buckets_held": held_buckets,
+        # What training added to the resident memory: the temporaries of its
+        # steps (batch-sized), which the allocator keeps for the next step.
+        "resident_training_bytes": after - built,
+        # TensorFlow's allocator (NaN where it keeps no count): how much
+        # what it holds grew while training (the map is sized once), and the
+        # most it held during training above the built layer.
+        "allocator_growth_bytes_per_row": (held_after - held_built) / capacity,
+        "allocator_step_peak_bytes": peak - held_built,
+        "buckets": buckets,
+        "structures_bytes_per_row": (buckets * BUCKET_BYTES + state_bytes) / capacity,
         "computed_bytes_per_row": computed,
         "computed_bytes_per_row_with_sketch": with_sketch,
     }
@@ -155,7 +198,7 @@ def _figures(layer):
 
 
 def measure_dynamic(capacity, width, key_space, exponent, repeats, max_warm_batches,
-                    rng, batch, length, fresh_process=True):
+                    steady_steps, rng, batch, length, fresh_process=True):
     """Training step, forward pass and memory of `DynamicEmbedding` against
     `Embedding` -> pooling and `EmbeddingBag` on ids already mapped to rows.
 
@@ -165,6 +208,9 @@ def measure_dynamic(capacity, width, key_space, exponent, repeats, max_warm_batc
         repeats: interleaved rounds, each timing one training step of every
             candidate on a batch of its own (the same batches for all).
         max_warm_batches: the most batches of warm-up to fill the table.
+        steady_steps: training steps of `DynamicEmbedding` alone, on fresh
+            batches, each timed, after the warm-up: their mean counts the
+            steps that rebuild the map (see `keras_embed.layers.key_map`).
         rng: the NumPy generator of the keys (and of the memory process's
             seed).
         batch, length: B bags of L keys.
@@ -210,6 +256,14 @@ def measure_dynamic(capacity, width, key_space, exponent, repeats, max_warm_batc
         warm_batches += 1
         evicted_steps += _figures(dynamic)["evicted"] > 0
     warm_seconds = time.perf_counter() - started
+    steady, rebuilds = [], 0
+    for _ in range(steady_steps):
+        keys = next_keys()
+        removed = int(dynamic._key_map.removed.numpy())
+        start = time.perf_counter()
+        models[DYNAMIC].train_on_batch(keys, targets)
+        steady.append(time.perf_counter() - start)
+        rebuilds += int(dynamic._key_map.removed.numpy()) < removed
     keys = [next_keys() for _ in range(EXTRA_BATCHES + repeats)]
     distinct, rows = np.unique(np.stack(keys), return_inverse=True)
     rows = rows.reshape(len(keys), batch, length)
@@ -260,7 +314,7 @@ def measure_dynamic(capacity, width, key_space, exponent, repeats, max_warm_batc
     calls[EMBEDDING]()
     per_sample = max(1, int(0.01 / (time.perf_counter() - start)))  # ~10 ms a sample
     forward_seconds = interleaved(calls, repeats, per_sample)
-    rows_before_forward = int(_figures(dynamic)["rows_held"])
+    rows_held_after = int(_figures(dynamic)["rows_held"])
     del models, forwards, calls
     gc.collect()
     keras.backend.clear_session()
@@ -272,7 +326,12 @@ def measure_dynamic(capacity, width, key_space, exponent, repeats, max_warm_batc
         "distinct_keys_in_timed_batches": int(len(distinct)),
         "distinct_keys_per_batch": float(np.mean([len(np.unique(k)) for k in keys])),
         "rows_folded": bool(folded),
-        "step_figures": figures, "rows_held_after": rows_before_forward,
+        "step_figures": figures, "rows_held_after": rows_held_after,
+        # DynamicEmbedding alone, one step after another (map rebuilds in).
+        "steady_steps": steady_steps, "steady_map_rebuilds": rebuilds, "steady_step_s": steady,
+        "steady_mean_s": float(np.mean(steady)) if steady else float("nan"),
+        "steady_median_s": float(np.median(steady)) if steady else float("nan"),
+        "steady_max_s": float(np.max(steady)) if steady else float("nan"),
         "train_median_s": train_seconds, "forward_median_s": forward_seconds,
         "step_ratio": train_seconds[DYNAMIC] / train_seconds[EMBEDDING],
         "forward_ratio": forward_seconds[DYNAMIC] / forward_seconds[EMBEDDING],
@@ -302,15 +361,16 @@ def floors(dynamic_results):
 
 
 def format_dynamic_tables(results):
-    """The `dynamic` section's results as Markdown tables."""
+    """The `dynamic` section's results as Markdown tables ("" without it)."""
     dynamic = results.get("dynamic", [])
     if not dynamic:
         return ""
     first = dynamic[0]
     lines = [
-        f"DynamicEmbedding, B={first['batch']} bags of L={first['length']} keys, Zipf "
-        f"({first['zipf_exponent']}) over {first['key_space']:,} keys; the others on the "
-        "keys mapped to rows first. Median ms (training: one fresh batch a step, LazyAdam):",
+        f"DynamicEmbedding (combiner mean), B={first['batch']} bags of L={first['length']} "
+        f"keys, Zipf ({first['zipf_exponent']}) over {first['key_space']:,} keys, a fresh "
+        "batch each training step (LazyAdam); the other two on the same keys mapped to "
+        "rows first. Median ms:",
         "",
         "| capacity | D | | " + " | ".join(CANDIDATES) + " | DynamicEmbedding vs Embedding |",
         "|---:|---:|---|" + "---:|" * (len(CANDIDATES) + 1),
@@ -323,34 +383,42 @@ def format_dynamic_tables(results):
                          f"| {r[ratio]:.2f}x |")
     lines += [
         "",
-        "Each timed training step of DynamicEmbedding (median): keys admitted, rows evicted, "
-        "share of lookups that found no row; warm-up batches until full and evicting:",
+        "DynamicEmbedding's training steps: each timed step (median) admits keys and evicts "
+        "rows; then steps one after another (map rebuilds included), ms:",
         "",
         "| capacity | distinct keys a batch | admitted | evicted | missed | rows held "
-        "| warm-up batches |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| warm-up batches | steps in a row | map rebuilds | mean | median | max |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in dynamic:
         f = r["step_figures"]
-        lines.append(f"| {r['capacity']:,} | {r['distinct_keys_per_batch']:,.0f} "
-                     f"| {f['admitted']:,.0f} | {f['evicted']:,.0f} | {f['missed_share']:.1%} "
-                     f"| {f['rows_held']:,.0f} | {r['warm_batches']} |")
+        lines.append(
+            f"| {r['capacity']:,} | {r['distinct_keys_per_batch']:,.0f} "
+            f"| {f['admitted']:,.0f} | {f['evicted']:,.0f} | {f['missed_share']:.1%} "
+            f"| {f['rows_held']:,.0f} | {r['warm_batches']} | {r['steady_steps']} "
+            f"| {r['steady_map_rebuilds']} | {r['steady_mean_s'] * 1e3:.1f} "
+            f"| {r['steady_median_s'] * 1e3:.1f} | {r['steady_max_s'] * 1e3:.1f} |")
     lines += [
         "",
-        "DynamicEmbedding's memory beyond its table (and any optimizer's slots), bytes a "
-        "row: resident memory of a fresh process, before and after building and filling "
-        "it, less the table; TensorFlow's allocator's count; computed from its structures "
-        "(hash-table buckets of 12 bytes, and 8 + 4 + 4 bytes a row of keys, counts and "
-        "clock):",
+        "DynamicEmbedding's memory beyond its table (and an optimizer's slots), in a fresh "
+        "process: resident memory after building it, and after training it until full "
+        "and evicting, less the table, bytes a row; what training added (its steps' "
+        "temporaries, batch-sized, kept for the next step), MiB; how much what "
+        "TensorFlow's allocator holds grew while training, bytes a row; computed from its "
+        "structures (hash-table buckets of 12 bytes; keys, counts and clock of 8 + 4 + 4 "
+        "bytes a row; a count-min sketch adds 4 x width x 4 bytes with min_count > 1):",
         "",
-        "| capacity | resident memory | of which building | allocator | computed "
-        "| buckets | computed, min_count > 1 |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| capacity | resident, built | resident, built + trained | training's temporaries "
+        "| growth while training | computed | buckets | computed, min_count > 1 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in dynamic:
         m = r["memory"]
-        lines.append(f"| {r['capacity']:,} | {m['resident_bytes_per_row']:.1f} "
-                     f"| {m['resident_built_bytes_per_row']:.1f} "
-                     f"| {m['allocator_bytes_per_row']:.1f} | {m['computed_bytes_per_row']:.1f} "
-                     f"| {m['buckets_held']:,} | {m['computed_bytes_per_row_with_sketch']:.1f} |")
+        lines.append(
+            f"| {r['capacity']:,} | {m['resident_built_bytes_per_row']:.1f} "
+            f"| {m['resident_bytes_per_row']:.1f} "
+            f"| {m['resident_training_bytes'] / 2**20:.1f} MiB "
+            f"| {m['allocator_growth_bytes_per_row']:.1f} "
+            f"| {m['computed_bytes_per_row']:.1f} | {m['buckets']:,} "
+            f"| {m['computed_bytes_per_row_with_sketch']:.1f} |")
     return "\n".join(lines)

@@ -3,8 +3,8 @@ machine's memory-copy bandwidth, the CPU allocator's peak, the machine; and
 what its sections share: the workload (`BATCH` x `LENGTH` ids,
 `TRAIN_WIDTH`), the training model and the timing of its steps. The
 harness's modules import downwards only: this one, then `bag_benchmark`,
-`benchmark_optimizers`, `benchmark_report`, `benchmark_floors`, and
-`benchmark` at the top.
+`benchmark_optimizers`, `dynamic_benchmark`, `benchmark_report`,
+`benchmark_floors`, and `benchmark` at the top.
 
 Example:
 

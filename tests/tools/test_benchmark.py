@@ -144,7 +144,7 @@ def test_main_parses_its_arguments(monkeypatch, capsys):
     assert seen == {"quick": True, "output": "somewhere", "sections": benchmark.SECTIONS}
     assert benchmark.main([]) == 0
     assert seen == {"quick": False, "output": os.path.join("benchmarks", "results"),
-                    "sections": ("lookup", "training", "optimizers", "bags")}
+                    "sections": ("lookup", "training", "optimizers", "bags", "dynamic")}
     assert "Floors" not in capsys.readouterr().out
     assert benchmark.main(["--sections", "optimizers", "lookup"]) == 0
     assert seen["sections"] == ["optimizers", "lookup"]
@@ -172,12 +172,12 @@ def test_check_exits_non_zero_when_a_floor_is_missed(monkeypatch, capsys):
 def test_the_harness_modules_import_each_other_downwards_only():
     # benchmark (the top: sections, main) imports the others; none of them
     # imports it, at the top or inside a function. Order, lowest first:
-    # measuring, bag_benchmark, benchmark_optimizers, benchmark_report,
-    # benchmark_floors, benchmark.
+    # measuring, bag_benchmark, benchmark_optimizers, dynamic_benchmark,
+    # benchmark_report, benchmark_floors, benchmark.
     import ast
 
-    order = ["measuring", "bag_benchmark", "benchmark_optimizers", "benchmark_report",
-             "benchmark_floors", "benchmark"]
+    order = ["measuring", "bag_benchmark", "benchmark_optimizers", "dynamic_benchmark",
+             "benchmark_report", "benchmark_floors", "benchmark"]
     folder = os.path.dirname(benchmark.__file__)
     for position, name in enumerate(order):
         with open(os.path.join(folder, f"{name}.py"), encoding="utf-8") as file:
