@@ -36,7 +36,6 @@ import tensorflow as tf
 FIGURES = ("rows_held", "admitted", "evicted", "missed_share")
 
 _INT32_MAX = 2**31 - 1
-_NEVER = tf.int64.max
 
 # Set on a DynamicEmbedding's table: a bool `tf.Variable`, one flag per row,
 # set when the row is given to a new key and cleared by the optimizer of ours
@@ -170,27 +169,61 @@ def _give_rows(layer, keys, taken_rows, step):
     to_evict = tf.minimum(to_evict, capacity - tf.shape(kept)[0])
 
     def evict():
-        priority = _priority(layer, step)
-        priority = tf.tensor_scatter_nd_update(
-            priority, kept[:, None], tf.fill(tf.shape(kept), _NEVER)
-        )
-        return tf.math.top_k(-priority, to_evict, sorted=True).indices
+        return lowest_rows(_priority(layer, step), kept, to_evict)
 
     evicted = tf.cond(to_evict > 0, evict, lambda: tf.zeros([0], tf.int32))
     return tf.concat([new_rows, evicted], 0), unused
 
 
 def _priority(layer, step):
-    """How much each row deserves to stay: lower is taken first."""
-    last = tf.cast(layer._last_seen.value, tf.int64)
-    if layer.eviction == "lru":
-        priority = last
-    else:
-        priority = tf.cast(layer._counts.value, tf.int64)
-    if layer.ttl_steps is not None:
-        free = step - last > layer.ttl_steps
-        priority = tf.where(free, tf.constant(-1, tf.int64) - (step - last), priority)
+    """How much each row deserves to stay (int32): lower is taken first."""
+    last = layer._last_seen.value
+    priority = last if layer.eviction == "lru" else layer._counts.value
+    if layer.ttl_steps is not None:  # Free rows first, the longest unseen first.
+        unseen = step - tf.cast(last, tf.int64)
+        free = -1 - tf.cast(tf.minimum(unseen, _INT32_MAX - 1), tf.int32)
+        priority = tf.where(unseen > layer.ttl_steps, free, priority)
     return priority
+
+
+# Rows are counted by priority, up to this many priorities above the lowest.
+PRIORITY_BUCKETS = 1 << 16
+
+
+def lowest_rows(priority, kept, count):
+    """The `count` rows of lowest `priority` (int32, one per row), ties to
+    the lower row, in that order, never the rows `kept`.
+
+    By counting rows per priority rather than a partial sort: `top_k` over
+    a million rows took half of a training step. Priorities past
+    `PRIORITY_BUCKETS` above the lowest share the last count, and are
+    sorted (`top_k`) only if the rows wanted reach into it.
+
+    >>> lowest_rows(tf.constant([5, 1, 1, 3, 0]), tf.constant([4]), 3).numpy().tolist()
+    [1, 2, 3]
+    """
+    rows = tf.size(priority)
+    excluded = tf.tensor_scatter_nd_update(
+        tf.zeros([rows], tf.bool), kept[:, None], tf.ones_like(kept, tf.bool))
+    low = tf.reduce_min(tf.where(excluded, _INT32_MAX, priority))
+    span = tf.minimum(tf.constant(PRIORITY_BUCKETS - 1, tf.int64), _INT32_MAX - tf.cast(low, tf.int64))
+    last_bucket = tf.cast(span, tf.int32)
+    bucket = tf.minimum(priority, low + last_bucket) - low
+    bucket = tf.where(excluded, PRIORITY_BUCKETS, bucket)
+    per_bucket = tf.math.bincount(bucket, minlength=PRIORITY_BUCKETS + 1,
+                                  maxlength=PRIORITY_BUCKETS + 1)[:PRIORITY_BUCKETS]
+    filled = tf.cumsum(per_bucket)
+    last_taken = tf.argmax(tf.cast(filled >= count, tf.int32), output_type=tf.int32)
+    below = tf.cast(tf.where(bucket < last_taken)[:, 0], tf.int32)  # all taken
+    below = tf.gather(below, tf.argsort(tf.gather(priority, below), stable=True))
+    need = count - tf.shape(below)[0]
+    at = tf.cast(tf.where(tf.equal(bucket, last_taken))[:, 0], tf.int32)
+
+    def sorted_at():  # The last bucket holds several priorities.
+        return tf.gather(at, tf.math.top_k(-tf.gather(priority, at), need).indices)
+
+    chosen = tf.cond(last_taken < last_bucket, lambda: at[:need], sorted_at)
+    return tf.concat([below, chosen], 0)
 
 
 def _record_figures(layer, step, admitted, evicted, rows, position):
