@@ -211,6 +211,11 @@ class DynamicEmbedding(keras.layers.Layer):
             self._key_map = KeyMap(self.capacity)
             # The rows given to keys whose slots no optimizer reset yet.
             self._fresh = tf.Variable(tf.zeros([rows], tf.bool), trainable=False)
+            # The least recently used rows, in order, with their last_seen
+            # then, from `_lru_position` on (see row_admission).
+            self._lru_queue = tf.Variable(tf.zeros([0], tf.int32), shape=[None], trainable=False)
+            self._lru_queue_last = tf.Variable(tf.zeros([0], tf.int32), shape=[None], trainable=False)
+            self._lru_position = tf.Variable(0, trainable=False)
         row_admission.mark_fresh_rows(self._embeddings, self._fresh)
         self._figure_metrics = [
             row_admission.StepFigure(self, index, name) for index, name in enumerate(row_admission.FIGURES)

@@ -94,6 +94,9 @@ def train_step_rows(layer, keys, earlier=None):
     taken_rows = tf.boolean_mask(rows, holds)
     if earlier is not None:
         taken_rows = tf.unique(tf.concat([taken_rows, tf.boolean_mask(earlier, earlier >= 0)], 0))[0]
+    # Seen now, before any row is taken: their place in the LRU order moves.
+    layer._last_seen.value.scatter_update(tf.IndexedSlices(
+        tf.fill(tf.shape(taken_rows), tf.cast(tf.minimum(step, _INT32_MAX - 1), tf.int32)), taken_rows))
     given, unused = _give_rows(layer, waiting_keys, taken_rows, step)
     admitted = tf.shape(given)[0]
     new_keys = waiting_keys[:admitted]
@@ -120,9 +123,9 @@ def train_step_rows(layer, keys, earlier=None):
     new_counts = tf.gather(counts, holding) + tf.where(tf.gather(holds, holding), old_counts, 0)
     start = tf.scatter_nd(waiting[:admitted, None], start_counts[:admitted], tf.shape(counts, out_type=tf.int64))
     new_counts = tf.where(tf.gather(holds, holding), new_counts, tf.gather(start, holding))
-    new_counts = tf.cast(tf.minimum(new_counts, _INT32_MAX), tf.int32)
+    new_counts = tf.cast(tf.minimum(new_counts, _INT32_MAX - 1), tf.int32)
     layer._counts.value.scatter_update(tf.IndexedSlices(new_counts, holding_rows))
-    last = tf.fill(tf.shape(holding_rows), tf.cast(tf.minimum(step, _INT32_MAX), tf.int32))
+    last = tf.fill(tf.shape(holding_rows), tf.cast(tf.minimum(step, _INT32_MAX - 1), tf.int32))
     layer._last_seen.value.scatter_update(tf.IndexedSlices(last, holding_rows))
     _record_figures(layer, step, admitted, evicted, rows, position)
     tf.cond(layer._key_map.needs_clearing(), lambda: rebuild_map(layer, step), lambda: tf.constant(0))
@@ -141,8 +144,10 @@ def sync_map(layer):
 
 
 def rebuild_map(layer, step):
-    """Clears the map and inserts the keys holding rows again."""
+    """Clears the map and inserts the keys holding rows again; empties the
+    LRU queue (the rows may have been assigned other values)."""
     layer._key_map.clear()
+    layer._lru_position.assign(tf.shape(layer._lru_queue)[0])
     rows = tf.range(tf.cast(layer._rows_used.value, tf.int32))
     keys = tf.gather(layer._row_keys.value, rows)
     if layer.ttl_steps is not None:  # Rows freed past `ttl_steps` stay out.
@@ -169,6 +174,8 @@ def _give_rows(layer, keys, taken_rows, step):
     to_evict = tf.minimum(to_evict, capacity - tf.shape(kept)[0])
 
     def evict():
+        if layer.eviction == "lru":
+            return _least_recently_used(layer, kept, to_evict, step)
         return lowest_rows(_priority(layer, step), kept, to_evict)
 
     evicted = tf.cond(to_evict > 0, evict, lambda: tf.zeros([0], tf.int32))
@@ -186,6 +193,40 @@ def _priority(layer, step):
     return priority
 
 
+def _least_recently_used(layer, kept, count, step):
+    """The `count` least recently seen rows, from the LRU queue.
+
+    The queue lists the rows of lowest priority in order, each with its
+    `last_seen` then. A row seen since has a later `last_seen` (never an
+    earlier one), and every row outside the queue had a higher priority,
+    and only rises: so the queue's rows still unseen are, in order, the
+    least recently used of all, until they run out. Then it is filled again
+    with `QUEUE_STEPS` times the rows wanted, by one pass over the rows.
+    """
+    queue, queue_last, position = layer._lru_queue, layer._lru_queue_last, layer._lru_position
+    window = queue[position:position + 2 * count]
+    unseen = tf.equal(tf.gather(layer._last_seen.value, window),
+                      queue_last[position:position + 2 * count])
+
+    def from_queue():
+        places = tf.cast(tf.where(unseen)[:, 0], tf.int32)[:count]
+        position.assign(position + places[-1] + 1)
+        return tf.gather(window, places)
+
+    def refill():
+        wanted = tf.minimum(QUEUE_STEPS * count, layer.capacity - tf.shape(kept)[0])
+        rows = lowest_rows(_priority(layer, step), kept, wanted)
+        queue.assign(rows)
+        queue_last.assign(tf.gather(layer._last_seen.value, rows))
+        position.assign(count)
+        return rows[:count]
+
+    enough = tf.reduce_sum(tf.cast(unseen, tf.int32)) >= count
+    return tf.cond(enough, from_queue, refill)
+
+
+# How many steps' worth of rows the LRU queue is filled with.
+QUEUE_STEPS = 8
 # Rows are counted by priority, up to this many priorities above the lowest.
 PRIORITY_BUCKETS = 1 << 16
 

@@ -378,3 +378,18 @@ def test_the_lowest_rows_are_a_sort_by_priority_then_row(buckets, monkeypatch, r
 def test_the_map_follows_the_model_when_priorities_share_counts(settings, rng, monkeypatch):
     monkeypatch.setattr(row_admission, "PRIORITY_BUCKETS", 2)
     test_the_map_follows_the_model_key_by_key(settings, rng)
+
+
+@pytest.mark.parametrize("ttl_steps", [None, 6])
+def test_a_long_lru_stream_follows_the_model(ttl_steps, rng):
+    """Many evictions a step, long enough that the LRU queue is taken from
+    and filled again many times."""
+    keys = rng.integers(-(2**40), 2**40, size=300)
+    layer = DynamicEmbedding(40, 1, ttl_steps=ttl_steps, seed=0)
+    model = MapModel(40, ttl_steps=ttl_steps)
+    step = tf.function(lambda batch: layer(batch, training=True))
+    for batch in stream(rng, steps=80, batch=12, keys=keys, zipf=1.1):
+        step(tf.constant(batch[None, :]))
+        model.train(batch)
+        for field in ("key", "row", "count", "last_seen"):
+            np.testing.assert_array_equal(layer.vocabulary()[field], model.vocabulary()[field])
