@@ -211,11 +211,7 @@ class DynamicEmbedding(keras.layers.Layer):
             self._key_map = KeyMap(self.capacity)
             # The rows given to keys whose slots no optimizer reset yet.
             self._fresh = tf.Variable(tf.zeros([rows], tf.bool), trainable=False)
-            # The least recently used rows, in order, with their last_seen
-            # then, from `_lru_position` on (see row_admission).
-            self._lru_queue = tf.Variable(tf.zeros([0], tf.int32), shape=[None], trainable=False)
-            self._lru_queue_last = tf.Variable(tf.zeros([0], tf.int32), shape=[None], trainable=False)
-            self._lru_position = tf.Variable(0, trainable=False)
+            self._lru_queue = row_admission.LruQueue()
         row_admission.mark_fresh_rows(self._embeddings, self._fresh)
         self._figure_metrics = [
             row_admission.StepFigure(self, index, name) for index, name in enumerate(row_admission.FIGURES)
@@ -258,16 +254,17 @@ class DynamicEmbedding(keras.layers.Layer):
             ))
         padding = None if self.mask_key is None else tf.equal(flat, self._mask_key_value)
         if training:
-            counted = flat if padding is None else tf.boolean_mask(flat, tf.logical_not(padding))
-            counted_rows = self._train_step_rows(counted)
-            if padding is None:
-                rows = counted_rows
-            else:
-                where = tf.where(tf.logical_not(padding))
-                rows = tf.scatter_nd(where, counted_rows + 1, tf.shape(flat, out_type=tf.int64)) - 1
+            kept = None if padding is None else tf.where(tf.logical_not(padding))
+            counted = flat if padding is None else tf.gather_nd(flat, kept)
+            unique, rows, position = self._train_step_rows(counted)
+            # Each distinct key's row is read once: the table's gradient has
+            # one slice per key (the gather below sums its positions').
+            vectors = tf.gather(self._vectors(unique, rows, None), position)
+            if padding is not None:
+                shape = tf.stack([tf.size(flat, out_type=tf.int64), self.output_dim])
+                vectors = tf.scatter_nd(kept, vectors, shape)
         else:
-            rows = self._held_rows(flat)
-        vectors = self._vectors(flat, rows, padding)
+            vectors = self._vectors(flat, self._held_rows(flat), padding)
         outputs = dynamic_config.shaped(vectors, keys, kind, self.output_dim, self.combiner,
                                         weights, padding, self.name)
         return tf.cast(outputs, self.compute_dtype)
@@ -279,10 +276,10 @@ class DynamicEmbedding(keras.layers.Layer):
         the rows an earlier one looked up."""
         graph = None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
         earlier = self._rows_by_graph.get(graph) if graph is not None else None
-        rows = row_admission.train_step_rows(self, keys, earlier)
+        unique, rows, position = row_admission.train_step_rows(self, keys, earlier)
         if graph is not None:
             self._rows_by_graph[graph] = rows if earlier is None else tf.concat([earlier, rows], 0)
-        return rows
+        return unique, rows, position
 
     def _keys(self, inputs):
         """The keys as int64 (string keys fingerprinted), and their kind."""

@@ -76,6 +76,8 @@ class KeyMap(tf.Module):
         # The owner's stamp of the state the map was built from (see
         # DynamicEmbedding's `map_stamp`); 0: none yet.
         self.stamp = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # How many times it was cleared.
+        self.cleared = tf.Variable(0, dtype=tf.int64, trainable=False)
 
     def lookup(self, keys):
         reserved = keys <= DELETED_KEY
@@ -124,6 +126,7 @@ class KeyMap(tf.Module):
         )
         self.reserved_rows.assign([-1, -1])
         self.removed.assign(0)
+        self.cleared.assign_add(1)
 
 
 class CountMinSketch:

@@ -70,8 +70,9 @@ def held(layer, keys, rows, step):
 
 def train_step_rows(layer, keys, earlier=None):
     """Updates `layer`'s map for a training batch of int64 `keys` (flat,
-    padding left out) and returns each key's row (-1: none). `earlier`: the
-    rows the step's earlier calls looked up, or `None` for its first call."""
+    padding left out). Returns the distinct keys, the row of each (-1:
+    none), and where each of `keys` is among them. `earlier`: the rows the
+    step's earlier calls looked up, or `None` for its first call."""
     if earlier is None:
         step = layer._step.value.assign_add(1)
     else:  # Another call of the same step: same clock, their rows kept.
@@ -130,7 +131,7 @@ def train_step_rows(layer, keys, earlier=None):
     _record_figures(layer, step, admitted, evicted, rows, position)
     tf.cond(layer._key_map.needs_clearing(), lambda: rebuild_map(layer, step), lambda: tf.constant(0))
     layer._key_map.stamp.assign(layer._map_stamp.value.assign_add(1))
-    return tf.gather(rows, position)
+    return unique, rows, position
 
 
 def sync_map(layer):
@@ -144,10 +145,9 @@ def sync_map(layer):
 
 
 def rebuild_map(layer, step):
-    """Clears the map and inserts the keys holding rows again; empties the
-    LRU queue (the rows may have been assigned other values)."""
+    """Clears the map and inserts the keys holding rows again (which also
+    empties the LRU queue: the rows may have been assigned other values)."""
     layer._key_map.clear()
-    layer._lru_position.assign(tf.shape(layer._lru_queue)[0])
     rows = tf.range(tf.cast(layer._rows_used.value, tf.int32))
     keys = tf.gather(layer._row_keys.value, rows)
     if layer.ttl_steps is not None:  # Rows freed past `ttl_steps` stay out.
@@ -203,7 +203,8 @@ def _least_recently_used(layer, kept, count, step):
     least recently used of all, until they run out. Then it is filled again
     with `QUEUE_STEPS` times the rows wanted, by one pass over the rows.
     """
-    queue, queue_last, position = layer._lru_queue, layer._lru_queue_last, layer._lru_position
+    queue = layer._lru_queue
+    queue, queue_last, position = queue.rows, queue.last_seen, queue.position
     window = queue[position:position + 2 * count]
     unseen = tf.equal(tf.gather(layer._last_seen.value, window),
                       queue_last[position:position + 2 * count])
@@ -219,10 +220,27 @@ def _least_recently_used(layer, kept, count, step):
         queue.assign(rows)
         queue_last.assign(tf.gather(layer._last_seen.value, rows))
         position.assign(count)
+        layer._lru_queue.cleared.assign(layer._key_map.cleared)
         return rows[:count]
 
-    enough = tf.reduce_sum(tf.cast(unseen, tf.int32)) >= count
+    enough = tf.logical_and(
+        tf.equal(layer._lru_queue.cleared, layer._key_map.cleared),  # None cleared since
+        tf.reduce_sum(tf.cast(unseen, tf.int32)) >= count)
     return tf.cond(enough, from_queue, refill)
+
+
+class LruQueue:
+    """The least recently used rows, in order, with their `last_seen` when
+    listed, from `position` on. Derived state, rebuilt when needed: a plain
+    object, so that neither a checkpoint nor an export holds its variables
+    (whose length changes)."""
+
+    def __init__(self):
+        self.rows = tf.Variable(tf.zeros([0], tf.int32), shape=[None], trainable=False)
+        self.last_seen = tf.Variable(tf.zeros([0], tf.int32), shape=[None], trainable=False)
+        self.position = tf.Variable(0, trainable=False)
+        # The key map's `cleared` when the queue was filled.
+        self.cleared = tf.Variable(-1, dtype=tf.int64, trainable=False)
 
 
 # How many steps' worth of rows the LRU queue is filled with.

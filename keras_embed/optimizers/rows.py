@@ -164,7 +164,7 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
             return
         flags = fresh_rows(variable)
         if isinstance(gradient, tf.IndexedSlices):
-            candidates = tf.unique(gradient.indices)[0]
+            candidates = gradient.indices  # Without repeats: `apply` summed them.
         else:
             candidates = tf.range(variable.shape[0])
         rows = tf.boolean_mask(candidates, tf.gather(flags, candidates))
