@@ -105,10 +105,11 @@ def train_step_rows(layer, keys, earlier=None):
     # already (a key whose row expired and that was admitted again).
     taken = given[unused:]
     old_keys = tf.gather(layer._row_keys.value, taken)
-    still_there = tf.equal(layer._key_map.lookup(old_keys), taken)
     # Rows taken from a key that held them (not free past `ttl_steps`).
     evicted = tf.reduce_sum(tf.cast(held(layer, old_keys, taken, step), tf.int32))
-    layer._key_map.remove(tf.boolean_mask(old_keys, still_there))
+    if layer.ttl_steps is not None:  # Only then can a key move to another row.
+        old_keys = tf.boolean_mask(old_keys, tf.equal(layer._key_map.lookup(old_keys), taken))
+    layer._key_map.remove(old_keys)
     layer._key_map.insert(new_keys, given)
     layer._row_keys.value.scatter_update(tf.IndexedSlices(new_keys, given))
     layer._rows_used.value.assign_add(tf.cast(unused, layer._rows_used.dtype))

@@ -5,7 +5,6 @@ import keras
 from keras import ops
 
 from keras_embed.optimizers.rows import RowSparseOptimizer
-from keras_embed.optimizers.rows import gather_rows
 
 
 @keras.saving.register_keras_serializable(package="keras_embed")
@@ -206,10 +205,10 @@ class Ftrl(RowSparseOptimizer):
         accumulator = self._accumulators[index]
         linear = self._linears[index]
         new_accumulator, increment, new_variable = self._ftrl(
-            gather_rows(accumulator, rows), None, gradient, variable_rows,
+            self.slot_rows(accumulator, rows), None, gradient, variable_rows,
             learning_rate,
         )
-        new_linear = ops.add(gather_rows(linear, rows), increment)
+        new_linear = ops.add(self.slot_rows(linear, rows), increment)
         self.assign_rows(linear, rows, new_linear)
         self.assign_rows(accumulator, rows, new_accumulator)
         return new_variable(new_linear)

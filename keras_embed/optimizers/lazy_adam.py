@@ -13,7 +13,6 @@ import keras
 from keras import ops
 
 from keras_embed.optimizers.rows import RowSparseOptimizer
-from keras_embed.optimizers.rows import gather_rows
 
 
 @keras.saving.register_keras_serializable(package="keras_embed")
@@ -207,11 +206,11 @@ class LazyAdam(RowSparseOptimizer):
         momentum = self._momentums[index]
         velocity = self._velocities[index]
         alpha = self._alpha(variable_rows.dtype, learning_rate)
-        momentum_rows = gather_rows(momentum, rows)
+        momentum_rows = self.slot_rows(momentum, rows)
         momentum_rows = momentum_rows + ops.multiply(
             ops.subtract(gradient, momentum_rows), 1 - self.beta_1
         )
-        velocity_rows = gather_rows(velocity, rows)
+        velocity_rows = self.slot_rows(velocity, rows)
         velocity_rows = velocity_rows + ops.multiply(
             ops.subtract(ops.square(gradient), velocity_rows), 1 - self.beta_2
         )
@@ -219,7 +218,7 @@ class LazyAdam(RowSparseOptimizer):
         self.assign_rows(velocity, rows, velocity_rows)
         if self.amsgrad:
             velocity_hat = self._velocity_hats[index]
-            velocity_rows = ops.maximum(gather_rows(velocity_hat, rows), velocity_rows)
+            velocity_rows = ops.maximum(self.slot_rows(velocity_hat, rows), velocity_rows)
             self.assign_rows(velocity_hat, rows, velocity_rows)
         step = ops.divide(
             ops.multiply(momentum_rows, alpha),

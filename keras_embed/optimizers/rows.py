@@ -96,8 +96,9 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
     `keras_embed.Embedding` reads it by rows) and implements two methods:
 
     - `update_rows(index, rows, gradient, variable_rows, learning_rate)`:
-      reads and writes the rows `rows` (unique ids) of its slots for
-      variable number `index`, and returns the new `variable_rows`;
+      reads (with `slot_rows`) and writes the rows `rows` (unique ids) of
+      its slots for variable number `index`, and returns the new
+      `variable_rows`;
     - `update_dense(index, gradient, variable, learning_rate)`: the Keras
       optimizer's own update for a dense gradient.
 
@@ -155,23 +156,33 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
             slots.setdefault(id(variable), []).append((slot, keras.initializers.get(initializer)))
         return slot
 
-    def _reset_fresh_rows(self, variable, gradient):
-        """Sets the slots' rows that a DynamicEmbedding gave to new keys, of
-        those in `gradient`, to their initial values, before their update:
-        a new key never inherits an old key's state."""
+    def _reset_fresh_rows(self, variable):
+        """For a dense gradient: sets the slots' rows that a DynamicEmbedding
+        gave to new keys to their initial values, before the update (a new
+        key never inherits an old key's state). Row updates do it as they
+        read the slots (`slot_rows`)."""
         slots = getattr(self, "_slots_to_reset", {}).get(id(variable), ())
         if not slots:
             return
         flags = fresh_rows(variable)
-        if isinstance(gradient, tf.IndexedSlices):
-            candidates = gradient.indices  # Without repeats: `apply` summed them.
-        else:
-            candidates = tf.range(variable.shape[0])
-        rows = tf.boolean_mask(candidates, tf.gather(flags, candidates))
+        rows = tf.cast(tf.where(flags)[:, 0], tf.int32)
         for slot, initializer in slots:
             shape = tf.concat([tf.shape(rows), slot.shape[1:]], 0)
             self.assign(slot, tf.IndexedSlices(initializer(shape, dtype=slot.dtype), rows))
-        flags.scatter_update(tf.IndexedSlices(tf.zeros_like(rows, tf.bool), rows))
+        flags.assign(tf.zeros_like(flags))
+
+    def slot_rows(self, slot, rows):
+        """The rows `rows` of `slot`, as `update_rows` reads them: a row a
+        DynamicEmbedding gave to a new key since its last update reads as
+        the slot's initial value (so a new key never inherits an old key's
+        state), in `arithmetic_dtype`."""
+        values = gather_rows(slot, rows)
+        fresh, initializers = self.__dict__.get("_fresh_now") or (None, {})
+        if id(slot) not in initializers:
+            return values
+        initial = initializers[id(slot)]((1, *slot.shape[1:]), dtype=values.dtype)
+        mask = tf.reshape(fresh, [-1] + [1] * (values.shape.rank - 1))
+        return tf.where(mask, initial, values)
 
     def apply(self, grads, trainable_variables=None):
         """Applies `grads` (dense tensors or `tf.IndexedSlices`) to the
@@ -231,7 +242,6 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         """Updates `variable` and its slots for one (dense or sparse) gradient."""
         index = self._get_variable_index(variable)
-        self._reset_fresh_rows(self._trainable_variables[index], gradient)
         # A 16-bit variable is updated in float32 (see LOW_PRECISION); a
         # scalar one (no rows) in its own dtype, as Keras updates it.
         dtype = arithmetic_dtype(variable.dtype) if variable.shape else variable.dtype
@@ -246,6 +256,7 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
             self.assign(variable, tf.cast(new_rows, variable.dtype))
             return
         if not isinstance(gradient, tf.IndexedSlices):
+            self._reset_fresh_rows(self._trainable_variables[index])
             if decay is not None:
                 self.assign_sub(variable, variable * decay * lr)
             self.update_dense(
@@ -270,9 +281,21 @@ class RowSparseOptimizer(keras.optimizers.Optimizer):
         variable_rows = gather_rows(variable, rows)
         if decay is not None:
             variable_rows = variable_rows - variable_rows * decay * lr
-        return self.update_rows(
-            index, rows, ops.cast(gradient, variable_rows.dtype), variable_rows, lr
-        )
+        table = self._trainable_variables[index]
+        slots = getattr(self, "_slots_to_reset", {}).get(id(table), ())
+        if slots:  # A DynamicEmbedding's: `slot_rows` resets the fresh rows.
+            flags = fresh_rows(table)
+            # Set in __dict__: not a tracked attribute (the optimizer's are saved).
+            self.__dict__["_fresh_now"] = (tf.gather(flags, rows), {id(slot): init for slot, init in slots})
+        try:
+            new_rows = self.update_rows(
+                index, rows, ops.cast(gradient, variable_rows.dtype), variable_rows, lr
+            )
+        finally:
+            self.__dict__["_fresh_now"] = None
+        if slots:
+            flags.scatter_update(tf.IndexedSlices(tf.zeros_like(rows, tf.bool), rows))
+        return new_rows
 
     def _warn_if_read_densely(self, variable):
         """Once per optimizer, at trace time: a row-written table read whole

@@ -6,7 +6,6 @@ from keras import ops
 
 from keras_embed.optimizers.rows import RowSparseOptimizer
 from keras_embed.optimizers.rows import check_nonnegative
-from keras_embed.optimizers.rows import gather_rows
 
 
 @keras.saving.register_keras_serializable(package="keras_embed")
@@ -149,7 +148,7 @@ class RowWiseAdagrad(RowSparseOptimizer):
     def update_rows(self, index, rows, gradient, variable_rows, learning_rate):
         accumulator = self._accumulators[index]
         accumulated = ops.add(
-            gather_rows(accumulator, rows), self._mean_square(gradient)
+            self.slot_rows(accumulator, rows), self._mean_square(gradient)
         )
         self.assign_rows(accumulator, rows, accumulated)
         return ops.subtract(

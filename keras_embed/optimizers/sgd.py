@@ -5,7 +5,6 @@ import keras
 from keras import ops
 
 from keras_embed.optimizers.rows import RowSparseOptimizer
-from keras_embed.optimizers.rows import gather_rows
 
 
 @keras.saving.register_keras_serializable(package="keras_embed")
@@ -156,7 +155,7 @@ class SGD(RowSparseOptimizer):
         velocity = self.momentums[index]
         dtype = variable_rows.dtype
         new_velocity = self._velocity(
-            gather_rows(velocity, rows), gradient, learning_rate, dtype
+            self.slot_rows(velocity, rows), gradient, learning_rate, dtype
         )
         self.assign_rows(velocity, rows, new_velocity)
         return ops.add(
