@@ -127,8 +127,9 @@ def train_step_rows(layer, keys, earlier=None):
     new_counts = tf.where(tf.gather(holds, holding), new_counts, tf.gather(start, holding))
     new_counts = tf.cast(tf.minimum(new_counts, _INT32_MAX - 1), tf.int32)
     layer._counts.value.scatter_update(tf.IndexedSlices(new_counts, holding_rows))
-    last = tf.fill(tf.shape(holding_rows), tf.cast(tf.minimum(step, _INT32_MAX - 1), tf.int32))
-    layer._last_seen.value.scatter_update(tf.IndexedSlices(last, holding_rows))
+    # The rows held before were marked seen above; the given ones now.
+    last = tf.fill(tf.shape(given), tf.cast(tf.minimum(step, _INT32_MAX - 1), tf.int32))
+    layer._last_seen.value.scatter_update(tf.IndexedSlices(last, given))
     _record_figures(layer, step, admitted, evicted, rows, position)
     tf.cond(layer._key_map.needs_clearing(), lambda: rebuild_map(layer, step), lambda: tf.constant(0))
     layer._key_map.stamp.assign(layer._map_stamp.value.assign_add(1))
