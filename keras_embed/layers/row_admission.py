@@ -4,13 +4,15 @@ which keys get rows, which rows are taken back, and what a given row holds.
 One step, for the distinct keys `K` of the batch (padding left out), in
 order of first appearance:
 
-1. The step clock advances: `step = step + 1`.
+1. The step clock advances: `step = step + 1` (once for all the calls of one
+   traced training step: one table for two inputs).
 2. A key holds a row if the map has it and, with `ttl_steps`, the row was
    seen within the last `ttl_steps` steps (`step - last_seen <= ttl_steps`);
    a row not seen for longer is free, and its key holds none.
 3. Keys without a row are counted (with `min_count > 1`, in the count-min
-   sketch); those seen `min_count` times in all, this batch included, are
-   admitted, in order of first appearance.
+   sketch, which halves its counts every `sketch_width` sightings); those
+   seen `min_count` times, this batch included, are admitted, in order of
+   first appearance.
 4. Admitted keys take the rows never used yet, lowest first; when none is
    left, they take the rows of the keys that least deserve one, lowest
    first: free rows (past `ttl_steps`) first, then by `eviction`: "lru",
