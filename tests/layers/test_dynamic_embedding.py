@@ -363,19 +363,6 @@ def test_the_sketch_halves_its_counters_every_width_sightings():
     assert layer.lookup([3, 4]).tolist() == [-1, 0]
 
 
-@pytest.mark.parametrize("buckets", [1 << 16, 4, 1])
-def test_the_lowest_rows_are_a_sort_by_priority_then_row(buckets, monkeypatch, rng):
-    monkeypatch.setattr(row_admission, "PRIORITY_BUCKETS", buckets)
-    for spread in (3, 50, 2**31 - 1):
-        priority = rng.integers(-(2**31) + 1, 2**31 - 1, 500) % spread - spread // 2
-        priority = priority.astype(np.int32)
-        kept = rng.choice(500, 40, replace=False).astype(np.int32)
-        for count in (1, 7, 460):
-            got = row_admission.lowest_rows(tf.constant(priority), tf.constant(kept), count)
-            candidates = [r for r in np.lexsort((np.arange(500), priority)) if r not in set(kept)]
-            assert got.numpy().tolist() == candidates[:count], (spread, count)
-
-
 @pytest.mark.parametrize("settings", MAPS[:4], ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
 def test_the_map_follows_the_model_when_priorities_share_counts(settings, rng, monkeypatch):
     monkeypatch.setattr(row_admission, "PRIORITY_BUCKETS", 2)
