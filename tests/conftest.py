@@ -1,6 +1,8 @@
 """Shared fixtures."""
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The benchmark tests read TensorFlow's CPU allocator statistics, which only its
@@ -17,6 +19,15 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 # The scripts that wrote the fixtures are not tests, and need the tools that
 # wrote them (gensim, tf-keras): `--doctest-modules` must not import them.
 collect_ignore = ["fixtures"]
+
+
+def write_with_tf_keras(script, out, timeout=600):
+    """Runs the writer `tests/fixtures/<script>`, which has tf-keras write its
+    files into `out`, in a process of its own (tf-keras and Keras 3 do not
+    share one); returns `out`."""
+    subprocess.run([sys.executable, os.path.join(FIXTURES, script), str(out)],
+                   check=True, capture_output=True, timeout=timeout)
+    return out
 
 
 def pytest_configure(config):

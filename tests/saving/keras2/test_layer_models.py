@@ -11,7 +11,6 @@ vocabulary is not a variable), so those exist as directories only.
 
 import json
 import os
-import subprocess
 import sys
 
 import keras
@@ -20,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import FIXTURES
+from conftest import write_with_tf_keras
 from keras_embed.saving import saved_models
 from keras_embed.tools import cli
 
@@ -39,9 +39,7 @@ REFUSED = {
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
-    out = tmp_path_factory.mktemp("keras2_layers")
-    subprocess.run([sys.executable, os.path.join(FIXTURES, "write_keras2_layer_models.py"),
-                    str(out)], check=True, capture_output=True, timeout=600)
+    out = write_with_tf_keras("write_keras2_layer_models.py", tmp_path_factory.mktemp("keras2_layers"))
     with open(out / "models.json") as file:
         return out, json.load(file)["models"]
 

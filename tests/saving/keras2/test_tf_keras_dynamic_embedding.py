@@ -16,8 +16,6 @@ initial one).
 import json
 import os
 import shutil
-import subprocess
-import sys
 import warnings
 
 import h5py
@@ -27,7 +25,7 @@ import pytest
 import tensorflow as tf
 
 import keras_embed
-from conftest import FIXTURES
+from conftest import write_with_tf_keras
 from keras_embed.saving import migration, saved_models
 from keras_embed.saving.keras2 import dynamic_embedding as keras2_dynamic
 from keras_embed.saving.keras2.directory import Keras2SavedModelError
@@ -59,9 +57,7 @@ H5_STRINGS = ("layer 'words' (tf-keras DynamicEmbedding): the file holds no voca
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
-    out = tmp_path_factory.mktemp("keras2_dynamic")
-    subprocess.run([sys.executable, os.path.join(FIXTURES, "write_keras2_dynamic_embedding.py"),
-                    str(out)], check=True, capture_output=True, timeout=600)
+    out = write_with_tf_keras("write_keras2_dynamic_embedding.py", tmp_path_factory.mktemp("keras2_dynamic"))
     with open(out / "models.json") as file:
         return out, json.load(file)["models"]
 

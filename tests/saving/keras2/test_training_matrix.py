@@ -15,7 +15,6 @@ carry (a note per thing), and the model still trains.
 import json
 import math
 import os
-import subprocess
 import sys
 
 import keras
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
+from conftest import write_with_tf_keras
 from keras_embed.saving import saved_models
 
 sys.path.insert(0, FIXTURES)
@@ -34,9 +34,7 @@ pytestmark = [pytest.mark.matrix, pytest.mark.cross_kernel]
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     """The directory tf-keras wrote the cells to (about a minute)."""
-    out = tmp_path_factory.mktemp("keras2_matrix")
-    subprocess.run([sys.executable, os.path.join(FIXTURES, "write_keras2_training_matrix.py"),
-                    str(out)], check=True, capture_output=True, timeout=900)
+    out = write_with_tf_keras("write_keras2_training_matrix.py", tmp_path_factory.mktemp("keras2_matrix"), timeout=900)
     with open(out / "cells.json") as file:
         assert json.load(file)["cells"] == list(matrix.cells())
     return out
