@@ -29,6 +29,8 @@ order of first appearance:
    and `last_seen = step`.
 """
 
+from typing import NamedTuple
+
 import keras
 import tensorflow as tf
 
@@ -59,22 +61,41 @@ def fresh_rows(table):
 
 
 def held(layer, keys, rows, step):
-    """Whether each key holds the row the map gives it (-1: none): the row
-    is still the key's and, with `ttl_steps`, was seen within the last
-    `ttl_steps` steps."""
-    holds = tf.logical_and(rows >= 0, tf.equal(
-        tf.gather(layer._row_keys.value, tf.maximum(rows, 0)), keys))
+    """Whether each key holds the row the map gives it (-1: none). The map
+    holds only keys with rows of their own; with `ttl_steps`, the row must
+    also still be the key's and have been seen within the last `ttl_steps`
+    steps (a freed row stays in the map until it is given again)."""
+    holds = rows >= 0
     if layer.ttl_steps is None:
         return holds
-    last = tf.gather(layer._last_seen.value, tf.maximum(rows, 0))
+    safe = tf.maximum(rows, 0)
+    holds = tf.logical_and(holds, tf.equal(tf.gather(layer._row_keys.value, safe), keys))
+    last = tf.gather(layer._last_seen.value, safe)
     return tf.logical_and(holds, step - tf.cast(last, tf.int64) <= layer.ttl_steps)
 
 
-def train_step_rows(layer, keys, earlier=None):
-    """Updates `layer`'s map for a training batch of int64 `keys` (flat,
-    padding left out). Returns the distinct keys, the row of each (-1:
-    none), and where each of `keys` is among them. `earlier`: the rows the
-    step's earlier calls looked up, or `None` for its first call."""
+class StepLookup(NamedTuple):
+    """What `look_up` found for a training batch's keys."""
+
+    step: tf.Tensor  # the step clock, this step
+    unique: tf.Tensor  # the distinct keys, in order of first appearance
+    position: tf.Tensor  # where each key of the batch is among `unique`
+    counts: tf.Tensor  # how often each distinct key is in the batch (int64)
+    rows: tf.Tensor  # the row each distinct key holds, -1: none yet
+    holds: tf.Tensor  # rows >= 0
+    admitting: tf.Tensor  # places in `unique` of the keys to admit, in order
+    start_counts: tf.Tensor  # their counts once admitted
+    kept: tf.Tensor  # the rows this step's calls hold: never taken
+    fresh: tf.Tensor  # the values of the rows the admitted keys get
+
+
+def look_up(layer, keys, earlier=None):
+    """The first half of a training step for int64 `keys` (flat, padding
+    left out): advances the clock, finds the rows the distinct keys hold,
+    counts the others (the sketch), and chooses and draws what the keys to
+    admit get. It writes neither the map nor the table, so the forward pass
+    can read the rows meanwhile; `admit` does the rest. `earlier`: the rows
+    the step's earlier calls looked up, or `None` for its first call."""
     if earlier is None:
         step = layer._step.value.assign_add(1)
     else:  # Another call of the same step: same clock, their rows kept.
@@ -84,25 +105,35 @@ def train_step_rows(layer, keys, earlier=None):
     rows = layer._key_map.lookup(unique)
     holds = held(layer, unique, rows, step)
     rows = tf.where(holds, rows, -1)
-    waiting = tf.where(tf.logical_not(holds))[:, 0]
-    waiting_keys = tf.gather(unique, waiting)
-    waiting_counts = tf.gather(counts, waiting)
+    waiting = tf.cast(tf.where(tf.logical_not(holds))[:, 0], tf.int32)
     if layer._sketch is not None:
-        seen = tf.cast(layer._sketch.add(waiting_keys, waiting_counts), tf.int64)
-        eligible = seen >= layer.min_count
-        waiting, waiting_keys = tf.boolean_mask(waiting, eligible), tf.boolean_mask(waiting_keys, eligible)
-        start_counts = tf.boolean_mask(seen, eligible)
+        seen = layer._sketch.add(tf.gather(unique, waiting), tf.gather(counts, waiting))
+        eligible = tf.cast(seen, tf.int64) >= layer.min_count
+        waiting = tf.boolean_mask(waiting, eligible)
+        start_counts = tf.cast(tf.boolean_mask(seen, eligible), tf.int64)
     else:
-        start_counts = waiting_counts
-    taken_rows = tf.boolean_mask(rows, holds)
+        start_counts = tf.gather(counts, waiting)
+    kept = tf.boolean_mask(rows, holds)
     if earlier is not None:
-        taken_rows = tf.unique(tf.concat([taken_rows, tf.boolean_mask(earlier, earlier >= 0)], 0))[0]
+        kept = tf.unique(tf.concat([kept, tf.boolean_mask(earlier, earlier >= 0)], 0))[0]
+    # Every row but the kept ones can be given (see `_give_rows`).
+    admitted = tf.minimum(tf.shape(waiting)[0], layer.capacity - tf.shape(kept)[0])
+    fresh = tf.cast(layer._fresh_values(admitted), layer._embeddings.dtype)
+    return StepLookup(step, unique, position, counts, rows, holds, waiting[:admitted],
+                      start_counts[:admitted], kept, fresh)
+
+
+def admit(layer, found):
+    """The second half of a training step (after `look_up`): gives rows to
+    the keys to admit, takes them from others, and updates the map, the
+    table's given rows, counts, clocks and figures. Returns the row of each
+    of `found.unique` (-1: none)."""
+    step, rows, kept = found.step, found.rows, found.kept
+    new_keys = tf.gather(found.unique, found.admitting)
     # Seen now, before any row is taken: their place in the LRU order moves.
     layer._last_seen.value.scatter_update(tf.IndexedSlices(
-        tf.fill(tf.shape(taken_rows), tf.cast(tf.minimum(step, _INT32_MAX - 1), tf.int32)), taken_rows))
-    given, unused = _give_rows(layer, waiting_keys, taken_rows, step)
-    admitted = tf.shape(given)[0]
-    new_keys = waiting_keys[:admitted]
+        tf.fill(tf.shape(kept), tf.cast(tf.minimum(step, _INT32_MAX - 1), tf.int32)), kept))
+    given, unused = _give_rows(layer, new_keys, kept, step)
     # Keys whose rows are taken lose them, unless the key holds another row
     # already (a key whose row expired and that was admitted again).
     taken = given[unused:]
@@ -115,27 +146,27 @@ def train_step_rows(layer, keys, earlier=None):
     layer._key_map.insert(new_keys, given)
     layer._row_keys.value.scatter_update(tf.IndexedSlices(new_keys, given))
     layer._rows_used.value.assign_add(tf.cast(unused, layer._rows_used.dtype))
-    table = layer._embeddings.value
-    fresh = tf.cast(layer._fresh_values(admitted), table.dtype)
-    table.scatter_update(tf.IndexedSlices(fresh, given))
+    layer._embeddings.value.scatter_update(tf.IndexedSlices(found.fresh, given))
     layer._fresh.scatter_update(tf.IndexedSlices(tf.ones_like(given, tf.bool), given))
-    rows = tf.tensor_scatter_nd_update(rows, waiting[:admitted, None], given)
+    admitting = found.admitting[:, None]
+    rows = tf.tensor_scatter_nd_update(rows, admitting, given)
     # Counts and clocks of every key holding a row now.
     holding = tf.where(rows >= 0)[:, 0]
     holding_rows = tf.gather(rows, holding)
+    was_held = tf.gather(found.holds, holding)
     old_counts = tf.cast(tf.gather(layer._counts.value, holding_rows), tf.int64)
-    new_counts = tf.gather(counts, holding) + tf.where(tf.gather(holds, holding), old_counts, 0)
-    start = tf.scatter_nd(waiting[:admitted, None], start_counts[:admitted], tf.shape(counts, out_type=tf.int64))
-    new_counts = tf.where(tf.gather(holds, holding), new_counts, tf.gather(start, holding))
+    new_counts = tf.gather(found.counts, holding) + tf.where(was_held, old_counts, 0)
+    start = tf.scatter_nd(admitting, found.start_counts, tf.shape(found.counts))
+    new_counts = tf.where(was_held, new_counts, tf.gather(start, holding))
     new_counts = tf.cast(tf.minimum(new_counts, _INT32_MAX - 1), tf.int32)
     layer._counts.value.scatter_update(tf.IndexedSlices(new_counts, holding_rows))
     # The rows held before were marked seen above; the given ones now.
     last = tf.fill(tf.shape(given), tf.cast(tf.minimum(step, _INT32_MAX - 1), tf.int32))
     layer._last_seen.value.scatter_update(tf.IndexedSlices(last, given))
-    _record_figures(layer, step, admitted, evicted, rows, position)
+    _record_figures(layer, step, tf.shape(given)[0], evicted, rows, found.counts)
     tf.cond(layer._key_map.needs_clearing(), lambda: rebuild_map(layer, step), lambda: tf.constant(0))
     layer._key_map.stamp.assign(layer._map_stamp.value.assign_add(1))
-    return unique, rows, position
+    return rows
 
 
 def sync_map(layer):
@@ -165,8 +196,8 @@ def rebuild_map(layer, step):
 
 def _give_rows(layer, keys, taken_rows, step):
     """The rows for `keys` (to admit, in order): unused rows first, then
-    taken ones, fewer than `keys` when every row is this batch's; and how
-    many were unused."""
+    taken ones; and how many were unused. `look_up` chose no more keys than
+    there are rows to give: all but `taken_rows`."""
     capacity = layer.capacity
     wanted = tf.shape(keys)[0]
     used = tf.cast(layer._rows_used.value, tf.int32)
@@ -175,7 +206,6 @@ def _give_rows(layer, keys, taken_rows, step):
     to_evict = wanted - unused
     # Rows this batch holds, and the new ones, are never taken.
     kept = tf.concat([taken_rows, new_rows], 0)
-    to_evict = tf.minimum(to_evict, capacity - tf.shape(kept)[0])
 
     def evict():
         if layer.eviction == "lru":
@@ -289,17 +319,18 @@ def lowest_rows(priority, kept, count):
     return tf.concat([below, chosen], 0)
 
 
-def _record_figures(layer, step, admitted, evicted, rows, position):
+def _record_figures(layer, step, admitted, evicted, rows, counts):
     """The step's figures: rows held, admitted, evicted, and the share of
-    this batch's lookups that found no row."""
+    this batch's lookups that found no row (`rows` and `counts` of the
+    distinct keys)."""
     used = tf.cast(layer._rows_used.value, tf.int64)
     if layer.ttl_steps is None:
         rows_held = used
     else:
         last = tf.cast(layer._last_seen.value[:tf.cast(used, tf.int32)], tf.int64)
         rows_held = tf.reduce_sum(tf.cast(step - last <= layer.ttl_steps, tf.int64))
-    missed = tf.reduce_sum(tf.cast(tf.gather(rows, position) < 0, tf.float32))
-    lookups = tf.maximum(tf.cast(tf.size(position), tf.float32), 1.0)
+    missed = tf.cast(tf.reduce_sum(tf.where(rows < 0, counts, 0)), tf.float32)
+    lookups = tf.maximum(tf.cast(tf.reduce_sum(counts), tf.float32), 1.0)
     layer._figures.value.assign(tf.stack([
         tf.cast(rows_held, tf.float32), tf.cast(admitted, tf.float32),
         tf.cast(evicted, tf.float32), missed / lookups,

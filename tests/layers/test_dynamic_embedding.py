@@ -140,15 +140,34 @@ def test_only_training_changes_the_state(rng):
 
 
 def test_the_gradient_is_the_looked_up_rows():
-    layer = DynamicEmbedding(8, 2, seed=0)
-    keys = np.array([[3, 4, 3]])
+    layer = DynamicEmbedding(2, 2, seed=0)
+    layer(np.array([[1, 2]]), training=True)
+    layer(np.array([[1]]), training=True)  # 2 is now the least recently seen
+    keys = np.array([[3, 1, 3]])  # 3 takes 2's row (1), admitted in this step
     with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(layer(keys, training=True))
+        out = layer(keys, training=True)
+        loss = tf.reduce_sum(out * tf.constant([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]]))
     gradient = tape.gradient(loss, layer.embeddings)
     assert isinstance(gradient, tf.IndexedSlices)
-    # One slice per distinct key: key 3's two positions summed.
-    assert gradient.indices.numpy().tolist() == [0, 1]
-    np.testing.assert_array_equal(gradient.values.numpy(), [[2.0, 2.0], [1.0, 1.0]])
+    # One slice per lookup, to the rows the keys hold after the step.
+    assert gradient.indices.numpy().tolist() == [1, 0, 1]
+    np.testing.assert_array_equal(gradient.values.numpy(), [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    # Key 3 read the values its row was given.
+    table = layer.embeddings.numpy()
+    np.testing.assert_array_equal(out.numpy()[0], table[[1, 0, 1]])
+
+
+def test_keys_without_a_row_get_no_gradient_with_zeros_for_oov():
+    layer = DynamicEmbedding(1, 2, oov="zeros", seed=0)
+    layer(np.array([[1]]), training=True)
+    with tf.GradientTape() as tape:
+        # 5 takes 1's row, 6 finds none: every row is this step's.
+        out = layer(np.array([[5, 6]]), training=True)
+        loss = tf.reduce_sum(out)
+    gradient = tape.gradient(loss, layer.embeddings)
+    assert gradient.indices.numpy().tolist() == [0]
+    np.testing.assert_array_equal(out.numpy()[0, 1], [0.0, 0.0])
+    np.testing.assert_array_equal(out.numpy()[0, 0], layer.embeddings.numpy()[0])
 
 
 def test_keys_without_a_row_get_the_oov_rows():
@@ -215,9 +234,10 @@ def test_keys_of_any_kind_and_rank(kind):
     )
 
 
+@pytest.mark.parametrize("weighted", [True, False], ids=["weighted", "unweighted"])
 @pytest.mark.parametrize("combiner", ["sum", "mean", "sqrtn", "max"])
 @pytest.mark.parametrize("kind", ["dense", "ragged", "sparse"])
-def test_bags_are_embedding_bags_of_the_rows(combiner, kind):
+def test_bags_are_embedding_bags_of_the_rows(combiner, kind, weighted):
     layer = DynamicEmbedding(20, 3, combiner=combiner, mask_key=0, seed=0)
     bag_values = [[11, 12, 11], [13], [14, 15]]
     weight_values = [[0.5, 2.0, 1.0], [3.0], [1.0, 0.25]]
@@ -231,9 +251,13 @@ def test_bags_are_embedding_bags_of_the_rows(combiner, kind):
         indices = [[b, i] for b, row in enumerate(bag_values) for i in range(len(row))]
         keys = tf.SparseTensor(indices, tf.constant(sum(bag_values, []), tf.int64), [3, 3])
         weights = tf.SparseTensor(indices, tf.constant(sum(weight_values, [])), [3, 3])
-    if combiner == "max":
+    if combiner == "max" or not weighted:
         weights = None
-    out = layer(keys, weights, training=True)
+    scale = tf.constant([[1.0, -2.0, 0.5], [3.0, 0.25, -1.0], [2.0, 1.5, 4.0]])
+    with tf.GradientTape() as tape:
+        out = layer(keys, weights, training=True)
+        loss = tf.reduce_sum(out * scale)
+    gradient = tf.convert_to_tensor(tape.gradient(loss, layer.embeddings))
     rows = layer.lookup(np.array(sum(bag_values, [])))
     rows = np.split(rows, np.cumsum([len(b) for b in bag_values])[:-1])
     bag = keras_embed.EmbeddingBag(22, 3, combiner=combiner, mask_zero=True)
@@ -241,7 +265,12 @@ def test_bags_are_embedding_bags_of_the_rows(combiner, kind):
     bag.embeddings.assign(np.concatenate([np.zeros((1, 3), np.float32), layer.embeddings.numpy()]))
     ids = tf.ragged.constant([list(r + 1) for r in rows], dtype=tf.int64)
     bag_weights = None if weights is None else tf.ragged.constant(weight_values)
-    np.testing.assert_array_equal(out.numpy(), bag(ids, bag_weights).numpy())
+    with tf.GradientTape() as tape:
+        expected = bag(ids, bag_weights)
+        loss = tf.reduce_sum(expected * scale)
+    expected_gradient = tf.convert_to_tensor(tape.gradient(loss, bag.embeddings))
+    np.testing.assert_array_equal(out.numpy(), expected.numpy())
+    np.testing.assert_array_equal(gradient.numpy(), expected_gradient.numpy()[1:])
 
 
 def test_fit_logs_the_step_figures(rng):
