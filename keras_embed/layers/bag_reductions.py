@@ -124,31 +124,22 @@ def by_segments(combiner, rows, bag_of, bags, weights, present, ordered, xla):
     return total / denominator[:, None]
 
 
-def unweighted_scale(combiner, bag_of, bags, dtype):
-    """What `by_segments` divides an unweighted bag's sum by, one per bag:
-    `None` for "sum", else the bag's size ("mean") or its square root
-    ("sqrtn"); 0 for an empty bag, whose result is 0."""
-    if combiner == "sum":
-        return None
-    counts = tf.math.unsorted_segment_sum(tf.ones(tf.shape(bag_of), dtype), bag_of, bags)
-    return counts if combiner == "mean" else tf.sqrt(counts)
+def unweighted(combiner, totals, bag_of, bags):
+    """What `by_segments` makes of unweighted bags ("sum", "mean" or
+    "sqrtn") from their sums `totals` `(bags, D)`, the bag of each row being
+    `bag_of`: the sums divided by each bag's size ("mean") or its square
+    root ("sqrtn"); an empty bag gives zeros.
 
-
-def by_indexed_segments(combiner, rows, index, bag_of, bags):
-    """`by_segments` of unweighted bags ("sum", "mean" or "sqrtn") whose
-    `i`-th row is `rows[index[i]]`, without a copy of the rows per bag
-    member: a bag's sum is a sparse segment sum, in the same order.
-
-    >>> rows = tf.constant([[1.0], [3.0]])
-    >>> by_indexed_segments("mean", rows, tf.constant([1, 1, 0]), tf.constant([0, 0, 2]), 3)
-    <tf.Tensor: shape=(3, 1), dtype=float32, numpy=
-    array([[3.],
-           [0.],
-           [1.]], dtype=float32)>
+    >>> unweighted("mean", tf.constant([[4.0], [0.0]]), tf.constant([0, 0]), 2)
+    <tf.Tensor: shape=(2, 1), dtype=float32, numpy=
+    array([[2.],
+           [0.]], dtype=float32)>
     """
-    total = tf.sparse.segment_sum(rows, index, bag_of, num_segments=bags)
-    scale = unweighted_scale(combiner, bag_of, bags, rows.dtype)
-    return total if scale is None else tf.math.divide_no_nan(total, scale[:, None])
+    if combiner == "sum":
+        return totals
+    counts = tf.math.unsorted_segment_sum(tf.ones(tf.shape(bag_of), totals.dtype), bag_of, bags)
+    scale = counts if combiner == "mean" else tf.sqrt(counts)
+    return tf.math.divide_no_nan(totals, scale[:, None])
 
 
 def _denominator(combiner, weights, axis):

@@ -12,6 +12,7 @@ from keras import regularizers
 
 from keras_embed.layers import bag_reductions
 from keras_embed.layers import dynamic_config
+from keras_embed.layers import dynamic_reads
 from keras_embed.layers import row_admission
 from keras_embed.layers.errors import InvalidConfigError
 from keras_embed.layers.errors import complete_error
@@ -258,14 +259,15 @@ class DynamicEmbedding(keras.layers.Layer):
             kept = None if padding is None else tf.where(tf.logical_not(padding))
             counted = flat if padding is None else tf.gather_nd(flat, kept)
             if self.combiner in ("sum", "mean", "sqrtn") and weights is None:
-                # Bags combined from the distinct keys' rows (no copy per key).
+                # Bags summed from the distinct keys' rows (no copy per key).
                 bag_of, bags, shape = dynamic_config.bags_of(keys, kind, self.name)
                 if kept is not None:
                     bag_of = tf.gather_nd(bag_of, kept)
-                combined = self._train_step_vectors(counted, (bag_of, bags))
+                totals = dynamic_reads.train_step_vectors(self, counted, (bag_of, bags))
+                combined = bag_reductions.unweighted(self.combiner, totals, bag_of, bags)
                 outputs = tf.reshape(combined, tf.concat([shape, [self.output_dim]], 0))
                 return tf.cast(outputs, self.compute_dtype)
-            vectors = self._train_step_vectors(counted)
+            vectors = dynamic_reads.train_step_vectors(self, counted)
             if padding is not None:
                 shape = tf.stack([tf.size(flat, out_type=tf.int64), self.output_dim])
                 vectors = tf.scatter_nd(kept, vectors, shape)
@@ -274,82 +276,6 @@ class DynamicEmbedding(keras.layers.Layer):
         outputs = dynamic_config.shaped(vectors, keys, kind, self.output_dim, self.combiner,
                                         weights, padding, self.name)
         return tf.cast(outputs, self.compute_dtype)
-
-    def _train_step_vectors(self, keys, bags=None):
-        """The vectors of flat `keys` (padding left out) in a training step,
-        which updates the map (`row_admission`); with `bags` (`bag_of`, the
-        bag of each key, and the number of bags), the unweighted bags they
-        make, combined by the layer's combiner.
-
-        The rows are read after the step's lookup and before it writes the
-        rows it gives, so that the forward pass does not wait for the rest
-        of the step: a key admitted now reads the fresh values its row gets,
-        and the gradient goes to the rows the keys hold after the step.
-
-        A layer called several times in one traced training step (one table
-        for two inputs) makes one step of them: the clock advances once, and
-        a later call never takes the rows an earlier one looked up.
-        """
-        graph = None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
-        earlier = self._rows_by_graph.get(graph) if graph is not None else None
-        found = row_admission.look_up(self, keys, earlier)
-        oov_rows = self._oov_rows(found.unique)
-        rows_after = []
-        vectors = self._read_rows(tf.where(found.holds, found.rows, oov_rows), found, rows_after, bags)
-        rows = row_admission.admit(self, found)
-        rows_after.append(tf.gather(tf.where(rows < 0, oov_rows, rows), found.position))
-        if graph is not None:
-            self._rows_by_graph[graph] = rows if earlier is None else tf.concat([earlier, rows], 0)
-        return vectors
-
-    def _read_rows(self, index, found, rows_after, bags):
-        """The vectors of `found.position`: `embeddings[index]` (zeros for
-        -1) of the distinct keys, but `found.fresh` for the keys admitted now;
-        or with `bags`, the bags they make. Their gradient goes to the rows
-        `rows_after[0]` (one per key, -1: none), set once the step gave
-        rows, after this read."""
-        table = self._embeddings.value
-        zeros = self.oov == "zeros"
-        distinct = tf.shape(index)[0]
-        # Where each distinct key's vector is in [read rows, fresh, zeros].
-        admitted = tf.shape(found.admitting)
-        fresh_at = tf.scatter_nd(found.admitting[:, None], tf.range(1, admitted[0] + 1), tf.shape(index))
-        source = tf.where(fresh_at > 0, distinct + fresh_at - 1, tf.range(distinct))
-        if zeros:
-            source = tf.where(tf.logical_and(index < 0, fresh_at == 0), distinct + admitted[0], source)
-        source = tf.gather(source, found.position)
-        bag_of, count = bags if bags is not None else (None, None)
-        # A read of no rows has the gradient tape watch the table. The rows
-        # are read through its handle: `tf.custom_gradient` would read a
-        # variable used inside whole (and each write of a row would then
-        # copy the table).
-        table.sparse_read(tf.zeros([0], tf.int32))
-
-        @tf.custom_gradient
-        def read(handle, index, fresh, source):
-            rows = tf.raw_ops.ResourceGather(resource=handle, indices=tf.maximum(index, 0), dtype=table.dtype)
-            rows = tf.concat([rows, fresh] + ([tf.zeros_like(rows[:1])] if zeros else []), 0)
-            if bags is None:
-                vectors = tf.gather(rows, source)
-            else:
-                vectors = bag_reductions.by_indexed_segments(self.combiner, rows, source, bag_of, count)
-
-            def gradient(upstream):
-                if bags is not None:  # Each key's share of its bag's gradient.
-                    scale = bag_reductions.unweighted_scale(self.combiner, bag_of, count, upstream.dtype)
-                    if scale is not None:
-                        upstream = tf.math.divide_no_nan(upstream, scale[:, None])
-                    upstream = tf.gather(upstream, bag_of)
-                rows = rows_after[0]
-                if zeros:  # No row of the table is in their gradient.
-                    kept = tf.where(rows >= 0)[:, 0]
-                    upstream, rows = tf.gather(upstream, kept), tf.gather(rows, kept)
-                shape = tf.constant(table.shape.as_list(), tf.int64)
-                return tf.IndexedSlices(upstream, rows, shape), None, None, None
-
-            return vectors, gradient
-
-        return read(table.handle, index, found.fresh, source)
 
     def _keys(self, inputs):
         """The keys as int64 (string keys fingerprinted), and their kind."""
