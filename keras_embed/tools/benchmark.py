@@ -212,8 +212,8 @@ def run(quick=False, output=os.path.join("benchmarks", "results"), progress=None
         progress(f"[dynamic {number}/{len(capacities)}] capacity={capacity:,}: training "
                  + _medians({"median_s": result["train_median_s"]}) + "; forward "
                  + _medians({"median_s": result["forward_median_s"]})
-                 + f"; {result['memory']['resident_bytes_per_row']:.1f} bytes a row beyond "
-                 "the table (resident)")
+                 + f"; {result['memory']['doubled']['resident_added_bytes_per_row']:.1f} "
+                 "bytes a row beyond the table (resident, a row added)")
     results["seconds"] = time.perf_counter() - started
     tables = format_tables(results)
     if not (results["lookup"] or results["training"] or results["bags"]):

@@ -26,10 +26,13 @@ batches:
   row; how much TensorFlow's allocator's count of what is held grew while
   training (where it keeps one); and the figure computed from the layer's
   structures: hash-table buckets (12 bytes each) plus `row_keys`, `counts`
-  and `last_seen` (8 + 4 + 4 bytes a row), plus the count-min sketch's
-  `4 * width * 4` bytes with `min_count > 1`. The table is initialized with
-  zeros there, so that drawing it leaves no temporaries behind to be
-  counted as the layer's.
+  and `last_seen` (8 + 4 + 4 bytes a row) and the fresh-row flags (1),
+  plus the count-min sketch's `4 * width * 4` bytes with `min_count > 1`.
+  The table is initialized with zeros there, so that drawing it leaves no
+  temporaries behind to be counted as the layer's. The same again at twice
+  the rows, in another fresh process: the growth per row added is what a
+  row costs, without what a process holds whatever its table's size, and
+  it is what the floor checks.
 
 Beside the interleaved steps, `steady_steps` training steps of
 `DynamicEmbedding` alone, one after another, each timed: their mean counts
@@ -84,11 +87,12 @@ def zipf_keys(rng, exponent, key_space, batch, length):
 def computed_bytes_per_row(capacity, min_count=1, sketch_width=None, buckets=None):
     """Bytes a row of `DynamicEmbedding` holds beyond its table row, from its
     structures: hash-table buckets (by default as many as the map makes for
-    `capacity`), `row_keys`, `counts`, `last_seen`, and the sketch with
+    `capacity`), `row_keys`, `counts`, `last_seen`, the flags of rows given
+    to new keys (read by the optimizers), and the sketch with
     `min_count > 1`. Returns `(buckets, bytes per row)`."""
     if buckets is None:  # As `keras_embed.layers.key_map.KeyMap` sizes its table.
         buckets = 2 ** math.ceil(math.log2(max(capacity / MAX_LOAD + 1, capacity + 64)))
-    total = buckets * BUCKET_BYTES + capacity * (8 + 4 + 4)
+    total = buckets * BUCKET_BYTES + capacity * (8 + 4 + 4 + 1)
     if min_count > 1:
         width = sketch_width or max(1024, capacity // 4)
         total += 4 * width * 4
@@ -153,9 +157,11 @@ def measure_memory(capacity, width, key_space, exponent, seed, batch, length,
     table_bytes = layer.embeddings.shape[0] * width * 4
     buckets = int(layer._key_map.table.export()[0].shape[0])
     # What the layer's own variables hold, beside its table and the map's
-    # buckets: row_keys, counts, last_seen (and the small ones).
+    # buckets: row_keys, counts, last_seen (and the small ones), and the
+    # fresh-row flags (1 byte a row, not a weight).
     variables = [v for v in layer.weights if v is not layer.embeddings]
     state_bytes = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+    state_bytes += int(np.prod(layer._fresh.shape))
     _, computed = computed_bytes_per_row(capacity, buckets=buckets)
     _, with_sketch = computed_bytes_per_row(capacity, min_count=2, buckets=buckets)
     return {
@@ -189,6 +195,29 @@ def measure_memory_in_fresh_process(**arguments):
     if done.returncode != 0:
         raise RuntimeError(f"the memory measurement failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def per_added_row(memory, doubled):
+    """Memory a row beyond the table, from two fresh processes' layers of
+    `C` and `2C` rows, each measured after training until full and
+    evicting: how much the resident memory less the table grew per row
+    added. A step's temporaries (batch-sized, the same at both) cancel out,
+    as does whatever a process holds at start. With it, the same figure
+    computed from the structures."""
+    def beyond(measured):
+        return measured["resident_after"] - measured["resident_before"] - measured["table_bytes"]
+
+    def computed(measured):
+        return measured["computed_bytes_per_row"] * measured["capacity"]
+
+    added = doubled["capacity"] - memory["capacity"]
+    return {
+        "capacity": doubled["capacity"], "evicting": doubled["evicting"],
+        "resident_bytes_per_row": doubled["resident_bytes_per_row"],
+        "resident_training_bytes": doubled["resident_training_bytes"],
+        "resident_added_bytes_per_row": (beyond(doubled) - beyond(memory)) / added,
+        "computed_added_bytes_per_row": (computed(doubled) - computed(memory)) / added,
+    }
 
 
 def _figures(layer):
@@ -226,10 +255,9 @@ def measure_dynamic(capacity, width, key_space, exponent, repeats, max_warm_batc
     memory_arguments = dict(capacity=capacity, width=width, key_space=key_space,
                             exponent=exponent, seed=int(rng.integers(2**31)),
                             batch=batch, length=length, max_batches=max_warm_batches)
-    if fresh_process:
-        memory = measure_memory_in_fresh_process(**memory_arguments)
-    else:
-        memory = measure_memory(**memory_arguments)
+    measure = measure_memory_in_fresh_process if fresh_process else measure_memory
+    memory = measure(**memory_arguments)
+    memory["doubled"] = per_added_row(memory, measure(**{**memory_arguments, "capacity": 2 * capacity}))
 
     def model(layers, dtype):
         built = keras.Sequential([keras.Input((length,), dtype=dtype), *layers,
@@ -351,9 +379,10 @@ def floors(dynamic_results):
         checks.append({"floor": f"dynamic {at}: forward pass <= {FORWARD_FLOOR}x "
                                 "Embedding -> GlobalAveragePooling1D's",
                        "value": forward, "met": forward <= FORWARD_FLOOR})
-        for key, how in (("resident_bytes_per_row", "measured (resident memory)"),
-                         ("computed_bytes_per_row", "computed")):
-            value = result["memory"][key]
+        memory = result["memory"]
+        for value, how in ((memory["doubled"]["resident_added_bytes_per_row"],
+                            "measured (resident memory a row added, 2x rows against 1x)"),
+                           (memory["computed_bytes_per_row"], "computed")):
             checks.append({"floor": f"dynamic {at}: memory beyond the table, {how}, "
                                     f"<= {BYTES_PER_ROW_FLOOR} bytes a row",
                            "value": value, "met": value <= BYTES_PER_ROW_FLOOR})
@@ -405,8 +434,9 @@ def format_dynamic_tables(results):
         "and evicting, less the table, bytes a row; what training added (its steps' "
         "temporaries, batch-sized, kept for the next step), MiB; how much what "
         "TensorFlow's allocator holds grew while training, bytes a row; computed from its "
-        "structures (hash-table buckets of 12 bytes; keys, counts and clock of 8 + 4 + 4 "
-        "bytes a row; a count-min sketch adds 4 x width x 4 bytes with min_count > 1):",
+        "structures (hash-table buckets of 12 bytes; keys, counts, clock and fresh-row "
+        "flags of 8 + 4 + 4 + 1 bytes a row; a count-min sketch adds 4 x width x 4 bytes "
+        "with min_count > 1):",
         "",
         "| capacity | resident, built | resident, built + trained | training's temporaries "
         "| growth while training | computed | buckets | computed, min_count > 1 |",
@@ -421,4 +451,20 @@ def format_dynamic_tables(results):
             f"| {m['allocator_growth_bytes_per_row']:.1f} "
             f"| {m['computed_bytes_per_row']:.1f} | {m['buckets']:,} "
             f"| {m['computed_bytes_per_row_with_sketch']:.1f} |")
+    lines += [
+        "",
+        "The same after training, in another fresh process, at twice the rows; and how much "
+        "the resident memory less the table grew per row added (a step's temporaries, the "
+        "same at both, cancel out), measured and computed, bytes:",
+        "",
+        "| capacity | resident, built + trained | training's temporaries "
+        "| a row added, measured | a row added, computed |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in dynamic:
+        d = r["memory"]["doubled"]
+        lines.append(
+            f"| {d['capacity']:,} | {d['resident_bytes_per_row']:.1f} "
+            f"| {d['resident_training_bytes'] / 2**20:.1f} MiB "
+            f"| {d['resident_added_bytes_per_row']:.1f} | {d['computed_added_bytes_per_row']:.1f} |")
     return "\n".join(lines)
