@@ -199,9 +199,10 @@ class DynamicEmbedding(keras.layers.Layer):
         # layer, then + 1 for each training step. Variables assigned by any
         # other way (a Keras 2 `.h5` file, `set_weights`) bring another one,
         # and the next call rebuilds the map from them.
+        stamp = int(np.random.default_rng().integers(1, 2**62))
         self._map_stamp = self.add_weight(
             shape=(), dtype="int64", name="map_stamp", trainable=False,
-            initializer=keras.initializers.Constant(int(np.random.default_rng().integers(1, 2**62))),
+            initializer=keras.initializers.Constant(stamp),
         )
         self._sketch = None
         if self.min_count > 1:
@@ -211,6 +212,8 @@ class DynamicEmbedding(keras.layers.Layer):
             self._sketch = CountMinSketch(counters.value, added.value)
         with tf.init_scope():  # Built in a tf.function's trace, made eagerly.
             self._key_map = KeyMap(self.capacity)
+            # Empty, as the new layer's state: in step with it, not rebuilt.
+            self._key_map.stamp.assign(stamp)
             # The rows given to keys whose slots no optimizer reset yet.
             self._fresh = tf.Variable(tf.zeros([rows], tf.bool), trainable=False)
             self._lru_queue = row_admission.LruQueue()

@@ -411,3 +411,18 @@ def test_a_long_lru_stream_follows_the_model(ttl_steps, rng):
         model.train(batch)
         for field in ("key", "row", "count", "last_seen"):
             np.testing.assert_array_equal(layer.vocabulary()[field], model.vocabulary()[field])
+
+
+def test_a_new_layer_starts_with_its_map_in_step():
+    # The empty map is the new layer's state: no rebuild at the first call,
+    # whose import of empty buckets would allocate the map twice over.
+    layer = DynamicEmbedding(8, 2, seed=0)
+    layer(np.array([[1, 2]]), training=True)
+    layer(np.array([[3]]))
+    assert int(layer._key_map.cleared.numpy()) == 0
+    assert layer.lookup([1, 2, 3]).tolist() == [0, 1, -1]
+    # Another layer given these weights still rebuilds its map from them.
+    other = DynamicEmbedding(8, 2, seed=0)
+    other.build()
+    other.set_weights(layer.get_weights())
+    assert other.lookup([1, 2, 3]).tolist() == [0, 1, -1]
